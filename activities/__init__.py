@@ -1,0 +1,1 @@
+"""Activities: local transactions, each in one region's store."""

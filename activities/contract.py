@@ -1,0 +1,92 @@
+"""Names, inputs and outputs of the region activities, shared by workflows and workers.
+
+Kept free of database imports so the workflow sandbox can pass it through cheaply.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class ActivityName(StrEnum):
+    CHECK_STOCK = "check_stock"
+    RESERVE_STOCK = "reserve_stock"
+    RELEASE_STOCK = "release_stock"
+    COMMIT_STOCK = "commit_stock"
+    AUTHORISE_PAYMENT = "authorise_payment"
+    VOID_PAYMENT = "void_payment"
+    CAPTURE_PAYMENT = "capture_payment"
+
+
+class ErrorType(StrEnum):
+    """`ApplicationError.type` of the failures a saga reacts to by name."""
+
+    OUT_OF_STOCK = "OutOfStock"
+    PAYMENT_DECLINED = "PaymentDeclined"
+    INVALID_TRANSITION = "InvalidTransition"
+
+
+class StockLine(BaseModel):
+    sku: str
+    quantity: int = Field(gt=0)
+
+
+class StockCheck(BaseModel):
+    skus: list[str]
+
+
+class StockAvailability(BaseModel):
+    region: str
+    available: dict[str, int]
+
+
+class ReserveStock(BaseModel):
+    key: str
+    order_id: str
+    lines: list[StockLine]
+
+
+class ReservationKey(BaseModel):
+    """Names a reservation for release or commit by the key it was taken with."""
+
+    key: str
+    order_id: str
+
+
+class AuthorisePayment(BaseModel):
+    key: str
+    order_id: str
+    customer_id: str
+    amount: Decimal
+    currency: str
+    payment_token: str
+
+
+class AuthorisationKey(BaseModel):
+    """Names an authorisation for void or capture by the key it was taken with."""
+
+    key: str
+    order_id: str
+
+
+class Shortage(BaseModel):
+    sku: str
+    requested: int
+    available: int
+
+
+class StepOutcome(BaseModel):
+    """What a mutating activity did; a repeat with the same key returns the first outcome."""
+
+    key: str
+    region: str
+    status: str
+    lines: list[StockLine] = Field(default_factory=list)
+    shortages: list[Shortage] = Field(default_factory=list)
+    gateway_ref: str | None = None
+    message: str | None = None
+    attempt: int = 1
+    repeated: bool = False

@@ -1,0 +1,47 @@
+"""What every region's activity class shares: its store, its outbox and its outcomes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from sqlmodel import Session
+from temporalio import activity
+
+from activities.contract import StepOutcome
+from regions.outbox import record_event
+from regions.store import Store
+
+
+class RegionBound:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    @property
+    def region(self) -> str:
+        return self._store.region
+
+    def _order_event(
+        self, session: Session, event_type: str, order_id: str, **payload: Any
+    ) -> None:
+        body = {
+            name: [item.model_dump(mode="json") for item in value]
+            if isinstance(value, list) and value and isinstance(value[0], BaseModel)
+            else value
+            for name, value in payload.items()
+        }
+        record_event(
+            session,
+            event_type=event_type,
+            aggregate_type="order",
+            aggregate_id=order_id,
+            payload={"region": self.region, "order_id": order_id, **body},
+        )
+
+    def _outcome(self, key: str, status: str, **fields: Any) -> StepOutcome:
+        return StepOutcome(key=key, region=self.region, status=status, **fields)
+
+
+def with_attempt(outcome: StepOutcome) -> StepOutcome:
+    """Stamps the delivery attempt, so the saga's step table shows retries."""
+    return outcome.model_copy(update={"attempt": activity.info().attempt})

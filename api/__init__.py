@@ -1,0 +1,1 @@
+"""The HTTP API: validation, idempotent submission, status, cancellation and listing."""

@@ -1,0 +1,1 @@
+"""geosaga: a multi-region order service where every order is a Temporal saga."""

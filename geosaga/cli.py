@@ -1,0 +1,72 @@
+"""The `geosaga` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from geosaga.settings import Settings
+
+app = typer.Typer(help="geosaga: a multi-region order service on Temporal.", no_args_is_help=True)
+console = Console()
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+@app.command()
+def dev() -> None:
+    """Run the whole local stack: Temporal dev server + Web UI, one worker per region, the API."""
+    from geosaga.dev import run_dev
+
+    raise typer.Exit(asyncio.run(run_dev(Settings(), console)))
+
+
+@app.command()
+def worker(region: Annotated[str, typer.Option(help="The region this process serves")]) -> None:
+    """Run one region's worker: its activities on region.NAME, workflows on the orders queue."""
+    from regions.worker import run_region
+
+    _logging()
+    settings = Settings()
+    if region not in settings.regions:
+        console.print(f"[red]unknown region {region!r}; known: {', '.join(settings.regions)}")
+        raise typer.Exit(2)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await run_region(settings, region, stop)
+
+    asyncio.run(main())
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API."""
+    from api.main import create_app
+
+    _logging()
+    settings = Settings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+
+
+@app.command()
+def setup() -> None:
+    """Register the saga's search attributes on the configured Temporal namespace (idempotent)."""
+    from geosaga.temporal import connect, ensure_search_attributes
+
+    async def main() -> list[str]:
+        return await ensure_search_attributes(await connect(Settings()))
+
+    added = asyncio.run(main())
+    console.print(f"added: {', '.join(added)}" if added else "search attributes already present")

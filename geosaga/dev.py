@@ -1,0 +1,113 @@
+"""`geosaga dev`: the whole local stack in the foreground, stopped together on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from asyncio.subprocess import Process
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from rich.console import Console
+from rich.table import Table
+
+from geosaga.devserver import DevServer, wait_for_port
+from geosaga.settings import Settings
+from regions.seed import seed_demo_stock
+from regions.store import close_stores, open_stores
+
+_STOP_GRACE_SECONDS = 10.0
+
+
+def dev_server_for(settings: Settings) -> DevServer:
+    host, _, port = settings.temporal_address.rpartition(":")
+    ui_port = urlsplit(settings.temporal_ui_url).port or 8233
+    return DevServer(
+        ip=host,
+        port=int(port),
+        ui_port=ui_port,
+        db_filename=settings.data_dir / "temporal.db",
+        namespace=settings.temporal_namespace,
+    )
+
+
+async def run_dev(settings: Settings, console: Console) -> int:
+    """Runs until SIGINT/SIGTERM or until a child dies; returns the exit code."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    server = dev_server_for(settings)
+    children: list[tuple[str, Process]] = []
+    try:
+        children.append(("temporal", await _spawn(server.command())))
+        await wait_for_port(server.ip, server.port)
+        stores = open_stores(settings)
+        try:
+            seeded = seed_demo_stock(stores)
+        finally:
+            close_stores(stores)
+        for region in settings.regions:
+            worker = await _spawn([sys.executable, "-m", "geosaga", "worker", "--region", region])
+            children.append((f"worker {region}", worker))
+        children.append(("api", await _spawn([sys.executable, "-m", "geosaga", "api"])))
+        await wait_for_port(settings.api_host, settings.api_port)
+        _announce(console, settings, server, seeded)
+        return await _supervise(children, stop, console)
+    finally:
+        await _stop_all(children)
+
+
+async def _spawn(command: Sequence[str]) -> Process:
+    # A session of its own: Ctrl-C reaches only this supervisor, which stops children in order.
+    return await asyncio.create_subprocess_exec(
+        *command, env=os.environ.copy(), start_new_session=True
+    )
+
+
+async def _supervise(
+    children: list[tuple[str, Process]], stop: asyncio.Event, console: Console
+) -> int:
+    stopping = asyncio.ensure_future(stop.wait())
+    exits = {asyncio.ensure_future(process.wait()): name for name, process in children}
+    done, _ = await asyncio.wait([stopping, *exits], return_when=asyncio.FIRST_COMPLETED)
+    for future in exits:
+        if future in done:
+            console.print(f"[red]{exits[future]} exited with {future.result()}; stopping[/red]")
+            return 1
+    for future in [stopping, *exits]:
+        future.cancel()
+    console.print("stopping…")
+    return 0
+
+
+async def _stop_all(children: list[tuple[str, Process]]) -> None:
+    """The API first, then workers, then Temporal: nothing is left mid-call to a dead server."""
+    for _, process in reversed(children):
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), _STOP_GRACE_SECONDS)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+
+
+def _announce(console: Console, settings: Settings, server: DevServer, seeded: list[str]) -> None:
+    table = Table(title="geosaga is running", show_header=False)
+    table.add_row("API", settings.api_url)
+    table.add_row("API docs", f"{settings.api_url}/docs")
+    table.add_row("Temporal Web UI", server.ui_url)
+    table.add_row("Temporal frontend", server.address)
+    table.add_row("Regions", ", ".join(settings.regions))
+    table.add_row("Data", str(settings.data_dir.resolve()))
+    if seeded:
+        table.add_row("Seeded demo stock", ", ".join(seeded))
+    console.print(table)
+    console.print("Ctrl-C stops everything.")

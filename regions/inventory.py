@@ -1,0 +1,78 @@
+"""Stock in one region: reads, operator adjustments and row locks for reservations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, select
+
+from regions.catalog import PRODUCTS
+from regions.models import Stock, utcnow
+from regions.outbox import record_event
+from regions.store import Store
+
+
+@dataclass(frozen=True)
+class StockLevel:
+    sku: str
+    on_hand: int
+    reserved: int
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+
+class StockBelowReserved(ValueError):
+    """Physical stock cannot be set below what running sagas already hold."""
+
+
+def list_stock(store: Store) -> list[StockLevel]:
+    """Every catalog SKU, with zeros for those this region has never stocked."""
+    with store.reading() as session:
+        rows = {row.sku: row for row in session.exec(select(Stock))}
+    return [
+        StockLevel(product.sku, rows[product.sku].on_hand, rows[product.sku].reserved)
+        if product.sku in rows
+        else StockLevel(product.sku, 0, 0)
+        for product in PRODUCTS
+    ]
+
+
+def available(session: Session, skus: Iterable[str]) -> dict[str, int]:
+    wanted = sorted(set(skus))
+    rows = {row.sku: row for row in session.exec(select(Stock).where(col(Stock.sku).in_(wanted)))}
+    return {sku: rows[sku].available if sku in rows else 0 for sku in wanted}
+
+
+def lock_stock(session: Session, skus: Iterable[str]) -> dict[str, Stock]:
+    """Locks the rows (PostgreSQL: FOR UPDATE, in SKU order so lockers never deadlock)."""
+    wanted = sorted(set(skus))
+    statement = (
+        select(Stock).where(col(Stock.sku).in_(wanted)).order_by(col(Stock.sku)).with_for_update()
+    )
+    return {row.sku: row for row in session.exec(statement)}
+
+
+def set_on_hand(store: Store, sku: str, on_hand: int) -> StockLevel:
+    with store.transaction() as session:
+        row = lock_stock(session, [sku]).get(sku)
+        if row is None:
+            row = Stock(sku=sku, on_hand=0, reserved=0)
+        if on_hand < row.reserved:
+            raise StockBelowReserved(
+                f"on_hand {on_hand} is below the {row.reserved} units reserved by running orders"
+            )
+        previous = row.on_hand
+        row.on_hand = on_hand
+        row.updated_at = utcnow()
+        session.add(row)
+        record_event(
+            session,
+            event_type="StockAdjusted",
+            aggregate_type="stock",
+            aggregate_id=sku,
+            payload={"region": store.region, "sku": sku, "on_hand": on_hand, "was": previous},
+        )
+        return StockLevel(row.sku, row.on_hand, row.reserved)

@@ -1,0 +1,95 @@
+"""A region's store: one database per region, reached through SQLModel."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, SQLModel, create_engine
+
+from geosaga.settings import Settings
+from regions import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from regions.catalog import regions
+
+_READ_ONLY = "geosaga_read_only"
+
+
+class Store:
+    """Owns the engine of one region's database."""
+
+    def __init__(self, region: str, url: str) -> None:
+        self.region = region
+        self.url = url
+        self.engine = _create_engine(url)
+        self._reader = self.engine.execution_options(**{_READ_ONLY: True})
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def create_schema(self) -> None:
+        SQLModel.metadata.create_all(self.engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A write transaction: commits when the block ends, rolls back on error."""
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A read transaction that never blocks writers (SQLite readers use the WAL snapshot)."""
+        with Session(self._reader, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_stores(settings: Settings, *, create: bool = True) -> dict[str, Store]:
+    stores = {region.name: Store(region.name, region.database_url) for region in regions(settings)}
+    if create:
+        for store in stores.values():
+            store.create_schema()
+    return stores
+
+
+def close_stores(stores: Mapping[str, Store]) -> None:
+    for store in stores.values():
+        store.dispose()
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    event.listen(engine, "connect", _sqlite_on_connect)
+    event.listen(engine, "begin", _sqlite_on_begin)
+    return engine
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: object) -> None:
+    # Hand transaction control to the `begin` hook below; pysqlite's own is too late to lock.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "foreign_keys=ON",
+        "busy_timeout=30000",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Any) -> None:
+    # Writers take the lock up front, so two writers queue instead of deadlocking on upgrade.
+    read_only = connection.get_execution_options().get(_READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

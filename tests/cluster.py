@@ -1,0 +1,58 @@
+"""In-process workers for tests: one workflow worker, one activity worker per region.
+
+Stopping a region stops its activity worker: that region's activities stay queued until it
+starts again, as when a region's process is down. Workflows hold no region state, so the one
+workflow worker stands in for every region process's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from geosaga.settings import Settings
+from regions.store import Store
+from regions.worker import ACTIVITY_THREADS, activity_worker, workflow_worker
+
+
+class Cluster:
+    def __init__(self, client: Client, settings: Settings, stores: dict[str, Store]) -> None:
+        self.client = client
+        self.settings = settings
+        self.stores = stores
+        self._executor = ThreadPoolExecutor(ACTIVITY_THREADS)
+        self._running: dict[str, tuple[Worker, asyncio.Task[None]]] = {}
+        self._workflows = workflow_worker(client, settings)
+        self._workflows_task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Cluster:
+        self._workflows_task = asyncio.create_task(self._workflows.run())
+        for region in self.settings.regions:
+            self.start(region)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for region in list(self._running):
+            await self.stop(region)
+        await self._workflows.shutdown()
+        if self._workflows_task is not None:
+            await self._workflows_task
+        self._executor.shutdown(wait=True)
+
+    def start(self, region: str) -> None:
+        worker = activity_worker(self.client, self.settings, self.stores[region], self._executor)
+        self._running[region] = (worker, asyncio.create_task(worker.run()))
+
+    async def stop(self, region: str) -> None:
+        worker, task = self._running.pop(region)
+        await worker.shutdown()
+        await task

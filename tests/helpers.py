@@ -1,0 +1,114 @@
+"""Driving orders through the HTTP API and checking the saga invariants afterwards."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlmodel import select
+from temporalio.client import Client
+
+from regions.inventory import set_on_hand
+from regions.models import Authorisation, AuthorisationStatus, Capture, Stock
+from regions.money import to_minor
+from regions.store import Store
+from workflows.contract import SagaState, SagaStatus, workflow_id
+from workflows.order_saga import OrderSaga
+
+StockLevels = dict[str, dict[str, int]]
+
+
+def stock(stores: Mapping[str, Store], levels: StockLevels) -> StockLevels:
+    """Sets on-hand stock per region and SKU; returns the levels for the invariant check."""
+    for region, skus in levels.items():
+        for sku, on_hand in skus.items():
+            set_on_hand(stores[region], sku, on_hand)
+    return levels
+
+
+def order(
+    home_region: str = "us-east",
+    lines: Iterable[tuple[str, int]] = (("SKU-1", 1),),
+    token: str = "tok_ok",
+    customer: str = "cust-1",
+) -> dict[str, Any]:
+    return {
+        "customer_id": customer,
+        "home_region": home_region,
+        "lines": [{"sku": sku, "quantity": quantity} for sku, quantity in lines],
+        "payment_token": token,
+    }
+
+
+def new_key() -> str:
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+async def submit(api: httpx.AsyncClient, body: dict[str, Any], key: str | None = None) -> str:
+    key = key or new_key()
+    response = await api.post("/orders", json=body, headers={"Idempotency-Key": key})
+    assert response.status_code == 202, response.text
+    order_id: str = response.json()["order_id"]
+    return order_id
+
+
+async def outcome(client: Client, order_id: str, timeout: float = 60.0) -> SagaState:
+    handle = client.get_workflow_handle_for(OrderSaga.run, workflow_id(order_id))
+    return await handle.result(rpc_timeout=timedelta(seconds=timeout))
+
+
+async def place(
+    api: httpx.AsyncClient, client: Client, body: dict[str, Any], key: str | None = None
+) -> SagaState:
+    return await outcome(client, await submit(api, body, key))
+
+
+def on_hand(stores: Mapping[str, Store]) -> dict[str, dict[str, tuple[int, int]]]:
+    """(on_hand, reserved) per region and SKU."""
+    levels: dict[str, dict[str, tuple[int, int]]] = {}
+    for region, store in stores.items():
+        with store.reading() as session:
+            levels[region] = {
+                row.sku: (row.on_hand, row.reserved) for row in session.exec(select(Stock))
+            }
+    return levels
+
+
+def assert_invariants(
+    stores: Mapping[str, Store], initial: StockLevels, sagas: Iterable[SagaState]
+) -> None:
+    """What must hold once every saga has ended.
+
+    Per region and SKU, on hand is the starting stock minus what completed orders committed
+    and nothing stays reserved; captured money equals the completed orders' totals; no
+    authorisation stays open.
+    """
+    sagas = list(sagas)
+    assert all(s.status in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED) for s in sagas), [
+        (s.order_id, s.status) for s in sagas
+    ]
+    committed: dict[tuple[str, str], int] = {}
+    for saga in sagas:
+        if saga.status == SagaStatus.COMPLETED:
+            for allocation in saga.allocations:
+                where = (allocation.region, allocation.sku)
+                committed[where] = committed.get(where, 0) + allocation.quantity
+    levels = on_hand(stores)
+    for region, skus in levels.items():
+        for sku, (have, reserved) in skus.items():
+            start = initial.get(region, {}).get(sku, 0)
+            assert have == start - committed.get((region, sku), 0), (region, sku, have, start)
+            assert reserved == 0, (region, sku, reserved)
+    expected_captured = sum(to_minor(s.total) for s in sagas if s.status == SagaStatus.COMPLETED)
+    captured = 0
+    for store in stores.values():
+        with store.reading() as session:
+            captured += sum(c.amount_minor for c in session.exec(select(Capture)))
+            open_authorisations = session.exec(
+                select(Authorisation).where(Authorisation.status == AuthorisationStatus.AUTHORISED)
+            ).all()
+        assert open_authorisations == [], [a.key for a in open_authorisations]
+    assert captured == expected_captured

@@ -1,0 +1,1 @@
+"""Workflows: deterministic orchestration only; everything that touches the world is an activity."""

@@ -1,0 +1,152 @@
+"""The order saga's contract: its name, queues, messages and state, shared by API and workers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+from temporalio.common import SearchAttributeKey
+
+WORKFLOW_NAME = "OrderSaga"
+WORKFLOW_ID_PREFIX = "order-"
+
+
+def workflow_id(order_id: str) -> str:
+    return f"{WORKFLOW_ID_PREFIX}{order_id}"
+
+
+class SagaStatus(StrEnum):
+    ACCEPTED = "accepted"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    NEEDS_ATTENTION = "needs_attention"
+
+
+class Reason(StrEnum):
+    OUT_OF_STOCK = "out_of_stock"
+    PAYMENT_DECLINED = "payment_declined"
+    CANCELLED = "cancelled"
+
+
+class Stage(StrEnum):
+    PLANNING = "planning"
+    RESERVING = "reserving"
+    AUTHORISING = "authorising"
+    CAPTURING = "capturing"
+    COMMITTING = "committing"
+    COMPENSATING = "compensating"
+    DONE = "done"
+
+
+class StepStatus(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    RETRYING = "retrying"
+
+
+# Registered by the dev server flags and `geosaga setup`; kept current by the saga.
+ORDER_ID = SearchAttributeKey.for_keyword("OrderId")
+CUSTOMER_ID = SearchAttributeKey.for_keyword("CustomerId")
+HOME_REGION = SearchAttributeKey.for_keyword("HomeRegion")
+SAGA_STATUS = SearchAttributeKey.for_keyword("SagaStatus")
+SAGA_REASON = SearchAttributeKey.for_keyword("SagaReason")
+SAGA_REGIONS = SearchAttributeKey.for_keyword_list("SagaRegions")
+SEARCH_ATTRIBUTES = (ORDER_ID, CUSTOMER_ID, HOME_REGION, SAGA_STATUS, SAGA_REASON, SAGA_REGIONS)
+
+
+class OrderLine(BaseModel):
+    sku: str
+    quantity: int = Field(gt=0)
+    unit_price: Decimal
+
+    @property
+    def amount(self) -> Decimal:
+        return self.unit_price * self.quantity
+
+
+class SagaOptions(BaseModel):
+    """Timing chosen by the API from settings, carried in the input so replays see the same."""
+
+    allocation_timeout_seconds: float = 5.0
+    payment_timeout_seconds: float = 120.0
+    retry_initial_interval_seconds: float = 0.5
+    retry_maximum_interval_seconds: float = 10.0
+    compensation_attempts_before_attention: int = 5
+    compensation_attention_after_seconds: float = 30.0
+
+
+class OrderInput(BaseModel):
+    order_id: str
+    customer_id: str
+    home_region: str
+    currency: str
+    lines: list[OrderLine]
+    payment_token: str
+    # Every region the saga may use, in preference order, with its activity task queue.
+    regions: dict[str, str]
+    options: SagaOptions = Field(default_factory=SagaOptions)
+
+    @property
+    def total(self) -> Decimal:
+        return sum((line.amount for line in self.lines), Decimal("0"))
+
+
+class Allocation(BaseModel):
+    region: str
+    sku: str
+    quantity: int
+
+
+class StepRecord(BaseModel):
+    """One forward step or compensation, as the step table in the API and Web UI shows it."""
+
+    name: str
+    region: str
+    status: StepStatus
+    detail: str
+    attempts: int = 0
+    error: str | None = None
+    started_at: datetime
+    finished_at: datetime | None = None
+
+
+class SagaState(BaseModel):
+    order_id: str
+    customer_id: str
+    home_region: str
+    currency: str
+    lines: list[OrderLine]
+    total: Decimal
+    status: SagaStatus = SagaStatus.ACCEPTED
+    stage: Stage = Stage.PLANNING
+    reason: Reason | None = None
+    message: str | None = None
+    allocations: list[Allocation] = Field(default_factory=list)
+    steps: list[StepRecord] = Field(default_factory=list)
+    compensations: list[StepRecord] = Field(default_factory=list)
+
+    @classmethod
+    def begin(cls, order: OrderInput) -> SagaState:
+        return cls(
+            order_id=order.order_id,
+            customer_id=order.customer_id,
+            home_region=order.home_region,
+            currency=order.currency,
+            lines=order.lines,
+            total=order.total,
+        )
+
+
+class CancelRequest(BaseModel):
+    requested_by: str | None = None
+
+
+class CancelResult(BaseModel):
+    accepted: bool
+    stage: Stage
+    message: str

@@ -1,0 +1,546 @@
+"""The order saga: plan, reserve in regions, authorise, capture (the pivot), commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from functools import partial
+from typing import TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    RetryState,
+    TimeoutError,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+    from activities.contract import (
+        ActivityName,
+        AuthorisationKey,
+        AuthorisePayment,
+        ErrorType,
+        ReservationKey,
+        ReserveStock,
+        StepOutcome,
+        StockAvailability,
+        StockCheck,
+        StockLine,
+    )
+    from workflows.compensation import Compensation, CompensationError, CompensationStack, shielded
+    from workflows.contract import (
+        SAGA_REASON,
+        SAGA_REGIONS,
+        SAGA_STATUS,
+        WORKFLOW_NAME,
+        Allocation,
+        CancelRequest,
+        CancelResult,
+        OrderInput,
+        Reason,
+        SagaState,
+        SagaStatus,
+        Stage,
+        StepRecord,
+        StepStatus,
+    )
+    from workflows.planner import Demand, InsufficientStock, Pick, plan_allocation, regions_in
+    from workflows.trace import describe_lines, step_table
+
+R = TypeVar("R", bound=BaseModel)
+
+_CANCELLED = "cancelled before payment was captured"
+
+# Forward steps after the pivot and every compensation retry until they succeed.
+_FOREVER = 0
+_ACTIVITY_RUN_LIMIT = timedelta(seconds=30)
+
+
+def is_cancellation(error: BaseException) -> bool:
+    """Cancelling a task that awaits an activity surfaces as ActivityError(CancelledError)."""
+    if isinstance(error, asyncio.CancelledError | CancelledError):
+        return True
+    return isinstance(error, ActivityError) and isinstance(error.cause, CancelledError)
+
+
+class SagaAborted(Exception):
+    """A business failure before the pivot: the saga compensates and ends with `reason`."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class OrderSaga:
+    """One order as a saga.
+
+    Query `state` returns the step table. Update `cancel` answers at once: accepted before the
+    pivot (the saga compensates), refused once payment capture has begun.
+    """
+
+    @workflow.init
+    def __init__(self, order: OrderInput) -> None:
+        self._order = order
+        self._state = SagaState.begin(order)
+        self._undo = CompensationStack()
+        self._prepare_task: asyncio.Task[None] | None = None
+        self._pivot_reached = False
+        self._cancel_requested = False
+
+    @workflow.run
+    async def run(self, order: OrderInput) -> SagaState:
+        self._set_status(SagaStatus.RUNNING)
+        if self._cancel_requested:
+            return await self._abort(Reason.CANCELLED, "cancelled before it started")
+        self._prepare_task = asyncio.create_task(self._prepare())
+        try:
+            await self._prepare_task
+        except (Exception, asyncio.CancelledError) as error:
+            if isinstance(error, SagaAborted):
+                return await self._abort(error.reason, error.message)
+            if not is_cancellation(error):
+                raise
+            # A cancel that lands after the pivot is ignored: the saga only moves forward now.
+            if not self._pivot_reached:
+                return await self._abort(Reason.CANCELLED, _CANCELLED)
+        try:
+            await shielded(self._capture())
+        except SagaAborted as aborted:
+            return await self._abort(aborted.reason, aborted.message)
+        await shielded(self._commit())
+        if self._state.status != SagaStatus.NEEDS_ATTENTION:
+            self._state.stage = Stage.DONE
+            self._set_status(SagaStatus.COMPLETED)
+        return self._state
+
+    @workflow.query(name="state")
+    def state(self) -> SagaState:
+        return self._state
+
+    @workflow.update(name="cancel")
+    def cancel(self, request: CancelRequest) -> CancelResult:
+        if self._state.reason == Reason.CANCELLED:
+            return CancelResult(accepted=True, stage=self._state.stage, message="already cancelled")
+        # Checked again here: the validator may have run before a step that finished in the
+        # same workflow task moved the saga past the pivot.
+        self._refuse_cancel_if_too_late()
+        self._cancel_requested = True
+        if self._prepare_task is not None:
+            self._prepare_task.cancel()
+        who = f" by {request.requested_by}" if request.requested_by else ""
+        workflow.logger.info("cancel accepted%s at stage %s", who, self._state.stage)
+        return CancelResult(
+            accepted=True,
+            stage=self._state.stage,
+            message="cancellation accepted; every completed step will be compensated",
+        )
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelRequest) -> None:
+        if self._state.reason != Reason.CANCELLED:
+            self._refuse_cancel_if_too_late()
+
+    def _refuse_cancel_if_too_late(self) -> None:
+        if self._pivot_reached:
+            raise ApplicationError(
+                "payment has been captured; the order can no longer be cancelled",
+                type="CancelRefused",
+            )
+        if self._state.reason is not None or (
+            self._prepare_task is not None and self._prepare_task.done()
+        ):
+            raise ApplicationError(
+                "the order already failed and is being compensated", type="CancelRefused"
+            )
+
+    # Forward path -----------------------------------------------------------------------------
+
+    async def _prepare(self) -> None:
+        """Everything before the pivot; cancelling this task is how a cancel takes effect."""
+        picks = await self._plan()
+        self._state.stage = Stage.RESERVING
+        await self._reserve(picks)
+        self._state.stage = Stage.AUTHORISING
+        await self._authorise()
+        self._pivot_reached = True
+
+    async def _plan(self) -> list[Pick]:
+        order = self._order
+        demands = [Demand(line.sku, line.quantity) for line in order.lines]
+        availability: dict[str, dict[str, int]] = {}
+        home = await self._check_stock(order.home_region)
+        if home is not None:
+            availability[order.home_region] = home
+        if home is None or any(home.get(d.sku, 0) < d.quantity for d in demands):
+            others = [region for region in order.regions if region != order.home_region]
+            levels = await asyncio.gather(*(self._check_stock(region) for region in others))
+            availability.update(
+                {region: found for region, found in zip(others, levels, strict=True) if found}
+            )
+        try:
+            picks = plan_allocation(demands, order.home_region, availability, list(order.regions))
+        except InsufficientStock as short:
+            silent = [region for region in order.regions if region not in availability]
+            note = f" (no answer from {', '.join(silent)})" if silent else ""
+            raise SagaAborted(Reason.OUT_OF_STOCK, f"{short}{note}") from short
+        self._state.allocations = [
+            Allocation(region=p.region, sku=p.sku, quantity=p.quantity) for p in picks
+        ]
+        workflow.upsert_search_attributes([SAGA_REGIONS.value_set(regions_in(picks))])
+        self._publish()
+        return picks
+
+    async def _check_stock(self, region: str) -> dict[str, int] | None:
+        """A region's available units, or None when it does not answer in time."""
+        timeout = timedelta(seconds=self._order.options.allocation_timeout_seconds)
+        try:
+            result: StockAvailability = await self._tracked(
+                self._state.steps,
+                "check_stock",
+                region,
+                "available units",
+                workflow.execute_activity(
+                    ActivityName.CHECK_STOCK,
+                    StockCheck(skus=[line.sku for line in self._order.lines]),
+                    task_queue=self._order.regions[region],
+                    result_type=StockAvailability,
+                    schedule_to_close_timeout=timeout,
+                    retry_policy=self._retry(),
+                    summary=f"check stock in {region}",
+                ),
+            )
+        except ActivityError as error:
+            if self._cancel_requested or is_cancellation(error):
+                raise
+            return None
+        return result.available
+
+    async def _reserve(self, picks: list[Pick]) -> None:
+        by_region: dict[str, list[StockLine]] = {}
+        for pick in picks:
+            by_region.setdefault(pick.region, []).append(
+                StockLine(sku=pick.sku, quantity=pick.quantity)
+            )
+        self._undo.push_group(
+            [
+                Compensation(f"release in {region}", partial(self._release, region, lines))
+                for region, lines in by_region.items()
+            ]
+        )
+        results = await asyncio.gather(
+            *(self._reserve_in(region, lines) for region, lines in by_region.items()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise self._aborted(result, Reason.OUT_OF_STOCK) from result
+
+    async def _reserve_in(self, region: str, lines: list[StockLine]) -> StepOutcome:
+        allocation = self._order.options.allocation_timeout_seconds
+        return await self._tracked(
+            self._state.steps,
+            "reserve",
+            region,
+            describe_lines(lines),
+            workflow.execute_activity(
+                ActivityName.RESERVE_STOCK,
+                ReserveStock(
+                    key=self._key("reserve", region), order_id=self._order.order_id, lines=lines
+                ),
+                task_queue=self._order.regions[region],
+                result_type=StepOutcome,
+                start_to_close_timeout=_ACTIVITY_RUN_LIMIT,
+                schedule_to_close_timeout=timedelta(seconds=3 * allocation),
+                retry_policy=self._retry(),
+                summary=f"reserve {describe_lines(lines)} in {region}",
+            ),
+        )
+
+    async def _authorise(self) -> None:
+        home, order = self._order.home_region, self._order
+        self._undo.push("void payment", self._void)
+        try:
+            await self._tracked(
+                self._state.steps,
+                "authorise",
+                home,
+                f"{order.total} {order.currency}",
+                workflow.execute_activity(
+                    ActivityName.AUTHORISE_PAYMENT,
+                    AuthorisePayment(
+                        key=self._key("authorise", home),
+                        order_id=order.order_id,
+                        customer_id=order.customer_id,
+                        amount=order.total,
+                        currency=order.currency,
+                        payment_token=order.payment_token,
+                    ),
+                    task_queue=order.regions[home],
+                    result_type=StepOutcome,
+                    start_to_close_timeout=_ACTIVITY_RUN_LIMIT,
+                    schedule_to_close_timeout=timedelta(
+                        seconds=order.options.payment_timeout_seconds
+                    ),
+                    retry_policy=self._retry(),
+                    summary=f"authorise {order.total} {order.currency} in {home}",
+                ),
+            )
+        except ActivityError as failed:
+            raise self._aborted(failed, Reason.PAYMENT_DECLINED) from failed
+
+    async def _capture(self) -> None:
+        home, order = self._order.home_region, self._order
+        self._state.stage = Stage.CAPTURING
+        self._publish()
+        try:
+            await self._tracked(
+                self._state.steps,
+                "capture",
+                home,
+                f"{order.total} {order.currency}",
+                workflow.execute_activity(
+                    ActivityName.CAPTURE_PAYMENT,
+                    AuthorisationKey(key=self._key("authorise", home), order_id=order.order_id),
+                    task_queue=order.regions[home],
+                    result_type=StepOutcome,
+                    start_to_close_timeout=_ACTIVITY_RUN_LIMIT,
+                    retry_policy=self._retry(maximum_attempts=_FOREVER),
+                    summary=f"capture {order.total} {order.currency} in {home}",
+                ),
+            )
+        except ActivityError as failed:
+            # Only a permanent refusal gets here; transient failures are retried forever.
+            raise SagaAborted(Reason.PAYMENT_DECLINED, _failure_message(failed)) from failed
+
+    async def _commit(self) -> None:
+        self._state.stage = Stage.COMMITTING
+        self._publish()
+        regions = regions_in([Pick(a.region, a.sku, a.quantity) for a in self._state.allocations])
+        results = await asyncio.gather(
+            *(self._commit_in(region) for region in regions), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            # Payment is captured, so there is no going back: a person must look at it.
+            self._state.message = f"commit failed after capture: {_failure_message(failed[0])}"
+            self._set_status(SagaStatus.NEEDS_ATTENTION)
+
+    async def _commit_in(self, region: str) -> StepOutcome:
+        lines = [
+            StockLine(sku=a.sku, quantity=a.quantity)
+            for a in self._state.allocations
+            if a.region == region
+        ]
+        return await self._tracked(
+            self._state.steps,
+            "commit",
+            region,
+            describe_lines(lines),
+            workflow.execute_activity(
+                ActivityName.COMMIT_STOCK,
+                ReservationKey(key=self._key("reserve", region), order_id=self._order.order_id),
+                task_queue=self._order.regions[region],
+                result_type=StepOutcome,
+                start_to_close_timeout=_ACTIVITY_RUN_LIMIT,
+                retry_policy=self._retry(maximum_attempts=_FOREVER),
+                summary=f"commit {describe_lines(lines)} in {region}",
+            ),
+        )
+
+    # Compensation -----------------------------------------------------------------------------
+
+    async def _abort(self, reason: Reason, message: str) -> SagaState:
+        workflow.logger.info("saga aborted (%s): %s", reason, message)
+        self._state.reason = reason
+        self._state.message = message
+        self._state.stage = Stage.COMPENSATING
+        workflow.upsert_search_attributes([SAGA_REASON.value_set(reason.value)])
+        self._publish()
+        try:
+            await self._undo.unwind()
+        except CompensationError as failed:
+            self._state.message = f"{message}; {failed}"
+            self._set_status(SagaStatus.NEEDS_ATTENTION)
+            return self._state
+        self._state.stage = Stage.DONE
+        self._set_status(SagaStatus.COMPENSATED)
+        return self._state
+
+    async def _release(self, region: str, lines: list[StockLine]) -> None:
+        await self._compensate(
+            "release",
+            region,
+            describe_lines(lines),
+            partial(
+                self._compensation_activity,
+                ActivityName.RELEASE_STOCK,
+                ReservationKey(key=self._key("reserve", region), order_id=self._order.order_id),
+                region,
+                f"compensate: release {describe_lines(lines)} in {region}",
+            ),
+        )
+
+    async def _void(self) -> None:
+        home, order = self._order.home_region, self._order
+        await self._compensate(
+            "void",
+            home,
+            f"{order.total} {order.currency}",
+            partial(
+                self._compensation_activity,
+                ActivityName.VOID_PAYMENT,
+                AuthorisationKey(key=self._key("authorise", home), order_id=order.order_id),
+                home,
+                f"compensate: void {order.total} {order.currency} in {home}",
+            ),
+        )
+
+    async def _compensate(
+        self, name: str, region: str, detail: str, attempt: Callable[[], Awaitable[StepOutcome]]
+    ) -> None:
+        """Retries an undo until it succeeds; a failed round marks the saga needs_attention."""
+        record = self._begin(self._state.compensations, name, region, detail)
+        rounds_failed = 0
+        while True:
+            try:
+                outcome = await attempt()
+            except ActivityError as failed:
+                record.attempts += _attempts_used(
+                    failed, self._order.options.compensation_attempts_before_attention
+                )
+                record.error = _failure_message(failed)
+                if _is_permanent(failed):
+                    self._finish(record, StepStatus.FAILED)
+                    raise
+                rounds_failed += 1
+                record.status = StepStatus.RETRYING
+                self._state.message = f"{name} in {region} keeps failing: {record.error}"
+                self._set_status(SagaStatus.NEEDS_ATTENTION)
+                await workflow.sleep(self._order.options.retry_maximum_interval_seconds)
+                continue
+            record.attempts += outcome.attempt
+            self._finish(record, StepStatus.SUCCEEDED)
+            if rounds_failed and self._state.status == SagaStatus.NEEDS_ATTENTION:
+                self._set_status(SagaStatus.RUNNING)
+            return
+
+    async def _compensation_activity(
+        self, activity: ActivityName, request: BaseModel, region: str, summary: str
+    ) -> StepOutcome:
+        """One round of an undo: it ends after N attempts or T seconds (a region that is down)."""
+        options = self._order.options
+        outcome: StepOutcome = await workflow.execute_activity(
+            activity,
+            request,
+            task_queue=self._order.regions[region],
+            result_type=StepOutcome,
+            start_to_close_timeout=_ACTIVITY_RUN_LIMIT,
+            schedule_to_close_timeout=timedelta(
+                seconds=options.compensation_attention_after_seconds
+            ),
+            retry_policy=self._retry(
+                maximum_attempts=options.compensation_attempts_before_attention
+            ),
+            summary=summary,
+        )
+        return outcome
+
+    def _aborted(self, error: BaseException, reason: Reason) -> SagaAborted:
+        """The abort a failed step causes: a cancellation wins over the step's own failure."""
+        if self._cancel_requested or is_cancellation(error):
+            return SagaAborted(Reason.CANCELLED, _CANCELLED)
+        return SagaAborted(reason, _failure_message(error))
+
+    # Bookkeeping ------------------------------------------------------------------------------
+
+    def _key(self, step: str, region: str) -> str:
+        """Idempotency key of a step: from the workflow id and the step, never the attempt."""
+        return f"{workflow.info().workflow_id}/{step}/{region}"
+
+    def _retry(self, *, maximum_attempts: int = _FOREVER) -> RetryPolicy:
+        options = self._order.options
+        return RetryPolicy(
+            initial_interval=timedelta(seconds=options.retry_initial_interval_seconds),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=options.retry_maximum_interval_seconds),
+            maximum_attempts=maximum_attempts,
+            non_retryable_error_types=[
+                ErrorType.OUT_OF_STOCK,
+                ErrorType.PAYMENT_DECLINED,
+                ErrorType.INVALID_TRANSITION,
+            ],
+        )
+
+    async def _tracked(
+        self, table: list[StepRecord], name: str, region: str, detail: str, call: Awaitable[R]
+    ) -> R:
+        record = self._begin(table, name, region, detail)
+        try:
+            result = await call
+        except (Exception, asyncio.CancelledError) as failed:
+            cancelled = is_cancellation(failed)
+            record.error = None if cancelled else _failure_message(failed)
+            self._finish(record, StepStatus.CANCELLED if cancelled else StepStatus.FAILED)
+            raise
+        if isinstance(result, StepOutcome):
+            record.attempts = result.attempt
+        else:
+            record.attempts = 1
+        self._finish(record, StepStatus.SUCCEEDED)
+        return result
+
+    def _begin(self, table: list[StepRecord], name: str, region: str, detail: str) -> StepRecord:
+        record = StepRecord(
+            name=name,
+            region=region,
+            status=StepStatus.RUNNING,
+            detail=detail,
+            started_at=workflow.now(),
+        )
+        table.append(record)
+        self._publish()
+        return record
+
+    def _finish(self, record: StepRecord, status: StepStatus) -> None:
+        record.status = status
+        record.finished_at = workflow.now()
+        self._publish()
+
+    def _set_status(self, status: SagaStatus) -> None:
+        if self._state.status != status:
+            self._state.status = status
+            workflow.upsert_search_attributes([SAGA_STATUS.value_set(status.value)])
+        self._publish()
+
+    def _publish(self) -> None:
+        workflow.set_current_details(step_table(self._state))
+
+
+def _failure_message(error: BaseException) -> str:
+    cause: BaseException | None = error
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    if isinstance(cause, TimeoutError):
+        kind = cause.type.name.lower().replace("_", "-") if cause.type else "timeout"
+        return f"timed out ({kind})"
+    if isinstance(cause, FailureError):
+        return cause.message
+    return str(cause)
+
+
+def _is_permanent(error: ActivityError) -> bool:
+    return error.retry_state == RetryState.NON_RETRYABLE_FAILURE
+
+
+def _attempts_used(error: ActivityError, round_limit: int) -> int:
+    """Attempts a failed round used: the whole limit, or one when time ran out first."""
+    return round_limit if error.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED else 1

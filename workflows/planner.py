@@ -1,0 +1,108 @@
+"""Allocation planning: which region gives how many units of each line. Pure and deterministic."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Demand:
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Pick:
+    region: str
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    sku: str
+    requested: int
+    obtainable: int
+
+
+class InsufficientStock(Exception):
+    def __init__(self, shortfalls: Sequence[Shortfall]) -> None:
+        self.shortfalls = tuple(shortfalls)
+        super().__init__(
+            "not enough stock in any combination of regions: "
+            + ", ".join(f"{s.sku} ({s.obtainable} of {s.requested})" for s in self.shortfalls)
+        )
+
+
+def plan_allocation(
+    demands: Sequence[Demand],
+    home: str,
+    availability: Mapping[str, Mapping[str, int]],
+    preference: Sequence[str],
+) -> list[Pick]:
+    """Takes each line from the home region first, then splits the rest across other regions.
+
+    Other regions are tried in this order: those the plan already uses (fewer regions per order),
+    then those that can cover the whole remainder, then by `preference`. A region never gives
+    more than `availability` says it has; regions missing from `availability` give nothing.
+    Raises InsufficientStock naming every line that cannot be covered.
+    """
+    left = {region: dict(levels) for region, levels in availability.items()}
+    order = [home, *[region for region in preference if region != home]]
+    picks: list[Pick] = []
+    used: list[str] = []
+    shortfalls: list[Shortfall] = []
+    for demand in demands:
+        remaining = demand.quantity
+        for region in _candidates(order, used, left, demand.sku, remaining, home):
+            take = min(remaining, left.get(region, {}).get(demand.sku, 0))
+            if take <= 0:
+                continue
+            picks.append(Pick(region, demand.sku, take))
+            left[region][demand.sku] -= take
+            remaining -= take
+            if region not in used:
+                used.append(region)
+            if remaining == 0:
+                break
+        if remaining:
+            shortfalls.append(Shortfall(demand.sku, demand.quantity, demand.quantity - remaining))
+    if shortfalls:
+        raise InsufficientStock(shortfalls)
+    return _merge(picks)
+
+
+def regions_in(picks: Sequence[Pick]) -> list[str]:
+    seen: list[str] = []
+    for pick in picks:
+        if pick.region not in seen:
+            seen.append(pick.region)
+    return seen
+
+
+def _candidates(
+    order: Sequence[str],
+    used: Sequence[str],
+    left: Mapping[str, Mapping[str, int]],
+    sku: str,
+    remaining: int,
+    home: str,
+) -> list[str]:
+    others = [region for region in order if region != home]
+    rank = {region: index for index, region in enumerate(others)}
+    others.sort(
+        key=lambda region: (
+            region not in used,
+            left.get(region, {}).get(sku, 0) < remaining,
+            rank[region],
+        )
+    )
+    return [home, *others]
+
+
+def _merge(picks: Sequence[Pick]) -> list[Pick]:
+    totals: dict[tuple[str, str], int] = {}
+    for pick in picks:
+        totals[(pick.region, pick.sku)] = totals.get((pick.region, pick.sku), 0) + pick.quantity
+    return [Pick(region, sku, quantity) for (region, sku), quantity in totals.items()]
