@@ -50,11 +50,13 @@ async def _validation_error(_: Request, error: RequestValidationError) -> JSONRe
     return JSONResponse(status_code=422, content={"detail": details, "message": message})
 
 
+def _unavailable(error: Exception) -> JSONResponse:
+    return JSONResponse(status_code=503, content={"detail": f"Temporal is unreachable: {error}"})
+
+
 async def _rpc_error(_: Request, error: Exception) -> JSONResponse:
     if temporal_unreachable(error):
-        return JSONResponse(
-            status_code=503, content={"detail": f"Temporal is unreachable: {error}"}
-        )
+        return _unavailable(error)
     log.exception("Temporal call failed", exc_info=error)
     return JSONResponse(status_code=502, content={"detail": f"Temporal call failed: {error}"})
 
@@ -71,4 +73,7 @@ async def _unexpected(_: Request, error: Exception) -> JSONResponse:
 def install(app: FastAPI) -> None:
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(RPCError)(_rpc_error)
+    # RuntimeError too: a client that cannot connect raises one, and handlers registered for
+    # Exception itself re-raise after answering.
+    app.exception_handler(RuntimeError)(_unexpected)
     app.exception_handler(Exception)(_unexpected)

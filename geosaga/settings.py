@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -16,8 +16,6 @@ class Settings(BaseSettings):
     """Defaults follow the public contract in ARCHITECTURE.md."""
 
     model_config = SettingsConfigDict(env_prefix="GEOSAGA_", extra="ignore", frozen=True)
-
-    environment: Literal["development", "production"] = "development"
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"

@@ -1,0 +1,170 @@
+"""`geosaga dev` (what `make run` runs) brings the stack up, the README's walkthrough works
+against it as written, Ctrl-C stops every child, and history survives a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from geosaga.devserver import free_port
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+CONTRACT_API = "http://127.0.0.1:8000"
+
+# What each walkthrough order must end as: (status, reason).
+EXPECTED = {
+    "demo-completed": ("completed", None),
+    "demo-split": ("completed", None),
+    "demo-declined": ("compensated", "payment_declined"),
+    "demo-out-of-stock": ("compensated", "out_of_stock"),
+    "demo-cancel": ("compensated", "cancelled"),
+}
+
+
+@dataclass
+class Stack:
+    process: subprocess.Popen[bytes]
+    api: str
+    log: Path
+
+    def children(self) -> list[int]:
+        return [pid for pid in _all_pids() if _parent(pid) == self.process.pid]
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=60)
+
+
+def _all_pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def dev_env(tmp_path: Path) -> dict[str, str]:
+    api_port, temporal_port, ui_port = free_port(), free_port(), free_port()
+    return {
+        **os.environ,
+        "GEOSAGA_DATA_DIR": str(tmp_path / "data"),
+        "GEOSAGA_TEMPORAL_ADDRESS": f"127.0.0.1:{temporal_port}",
+        "GEOSAGA_TEMPORAL_UI_URL": f"http://127.0.0.1:{ui_port}",
+        "GEOSAGA_API_PORT": str(api_port),
+        "GEOSAGA_API_URL": f"http://127.0.0.1:{api_port}",
+    }
+
+
+def start_stack(env: dict[str, str], log: Path) -> Stack:
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "geosaga", "dev"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    stack = Stack(process, env["GEOSAGA_API_URL"], log)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(f"{stack.api}/healthz", timeout=2).status_code == 200:
+                return stack
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    stack.stop()
+    raise AssertionError(f"geosaga dev did not come up:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def stack(dev_env: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
+    running = start_stack(dev_env, tmp_path / "dev.log")
+    yield running
+    if running.process.poll() is None:
+        running.stop()
+
+
+def walkthrough_commands() -> list[str]:
+    """The README's bash blocks that talk to the API, in order."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    return [block for block in blocks if CONTRACT_API in block]
+
+
+def json_documents(text: str) -> list[dict[str, object]]:
+    """curl prints responses back to back without newlines."""
+    decoder, documents, position = json.JSONDecoder(), [], 0
+    while position < len(text):
+        document, position = decoder.raw_decode(text, position)
+        documents.append(document)
+        while position < len(text) and text[position].isspace():
+            position += 1
+    return documents
+
+
+def wait_for_end(api: str, order_id: str) -> dict[str, object]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        view: dict[str, object] = httpx.get(f"{api}/orders/{order_id}", timeout=10).json()
+        if view.get("status") in ("completed", "compensated"):
+            return view
+        time.sleep(0.2)
+    raise AssertionError(f"{order_id} did not finish: {view}")
+
+
+def test_readme_walkthrough_on_the_dev_stack(stack: Stack, dev_env: dict[str, str]) -> None:
+    commands = walkthrough_commands()
+    assert len(commands) >= 6, "the README walkthrough lost its curl blocks"
+
+    outputs = []
+    for block in commands:
+        script = block.replace(CONTRACT_API, stack.api)
+        run = subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        outputs.append(run.stdout)
+
+    for order_id, (status, reason) in EXPECTED.items():
+        view = wait_for_end(stack.api, order_id)
+        assert (view["status"], view["reason"]) == (status, reason), view
+    split = wait_for_end(stack.api, "demo-split")
+    assert {a["region"] for a in split["allocations"]} == {"eu-west", "us-east"}  # type: ignore[attr-defined, index]
+    [cancel_output] = [
+        out for block, out in zip(commands, outputs, strict=True) if "/cancel" in block
+    ]
+    assert json_documents(cancel_output)[-1]["accepted"] is True
+    listed = httpx.get(f"{stack.api}/orders?status=compensated").json()
+    assert {"demo-declined", "demo-out-of-stock", "demo-cancel"} <= {o["order_id"] for o in listed}
+
+    children = stack.children()
+    assert len(children) == 5  # temporal, three region workers, the API
+    assert stack.stop() == 0
+    assert [pid for pid in children if _alive(pid)] == []
+
+    # History survives a restart: the dev server keeps its database in the data directory.
+    restarted = start_stack(dev_env, stack.log)
+    try:
+        view = wait_for_end(restarted.api, "demo-completed")
+        assert view["status"] == "completed"
+    finally:
+        assert restarted.stop() == 0

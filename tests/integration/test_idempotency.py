@@ -1,0 +1,191 @@
+"""A step delivered twice, or racing itself, has exactly one effect; undo before do is safe."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from typing import TypeVar
+
+import pytest
+from sqlmodel import select
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.contract import (
+    AuthorisationKey,
+    AuthorisePayment,
+    ReservationKey,
+    ReserveStock,
+    StepOutcome,
+    StockLine,
+)
+from activities.payments import PaymentActivities
+from activities.sandbox_gateway import SandboxGateway, SandboxPayment
+from activities.stock import StockActivities
+from regions.models import (
+    Authorisation,
+    AuthorisationStatus,
+    OutboxEvent,
+    ProcessedKey,
+    Reservation,
+)
+from regions.store import Store
+from tests.helpers import on_hand, stock
+
+T = TypeVar("T")
+
+
+def deliver(activity: Callable[..., T], *args: object) -> T:
+    """Runs an activity as a worker would: in a thread, with an activity context."""
+    return ActivityEnvironment().run(activity, *args)
+
+
+def reserve(key: str, quantity: int = 2) -> ReserveStock:
+    return ReserveStock(key=key, order_id="o-1", lines=[StockLine(sku="SKU-1", quantity=quantity)])
+
+
+def events(store: Store, event_type: str) -> list[OutboxEvent]:
+    with store.reading() as session:
+        return list(session.exec(select(OutboxEvent).where(OutboxEvent.event_type == event_type)))
+
+
+def test_a_redelivered_reservation_reserves_once(stores: dict[str, Store]) -> None:
+    store = stores["us-east"]
+    stock(stores, {"us-east": {"SKU-1": 10}})
+    activities = StockActivities(store)
+
+    first = deliver(activities.reserve_stock, reserve("o-1/reserve/us-east"))
+    second = deliver(activities.reserve_stock, reserve("o-1/reserve/us-east"))
+
+    assert (first.status, first.repeated) == ("held", False)
+    assert (second.status, second.repeated) == ("held", True)
+    assert on_hand(stores)["us-east"]["SKU-1"] == (10, 2)
+    assert len(events(store, "StockReserved")) == 1
+
+
+def test_racing_deliveries_of_one_key_have_one_effect(stores: dict[str, Store]) -> None:
+    store = stores["eu-west"]
+    stock(stores, {"eu-west": {"SKU-1": 100}})
+    activities = StockActivities(store)
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(
+            pool.map(
+                lambda _: deliver(activities.reserve_stock, reserve("o-1/reserve/eu-west", 3)),
+                range(8),
+            )
+        )
+
+    assert {o.status for o in outcomes} == {"held"}
+    assert sum(not o.repeated for o in outcomes) == 1
+    assert on_hand(stores)["eu-west"]["SKU-1"] == (100, 3)
+    assert len(events(store, "StockReserved")) == 1
+    with store.reading() as session:
+        assert len(session.exec(select(ProcessedKey)).all()) == 1
+
+
+def test_release_then_commit_twice_each_act_once(stores: dict[str, Store]) -> None:
+    stock(stores, {"us-east": {"SKU-1": 10}})
+    activities = StockActivities(stores["us-east"])
+    deliver(activities.reserve_stock, reserve("a/reserve/us-east"))
+    deliver(activities.reserve_stock, reserve("b/reserve/us-east", 3))
+
+    for _ in range(2):
+        deliver(activities.release_stock, ReservationKey(key="a/reserve/us-east", order_id="a"))
+        deliver(activities.commit_stock, ReservationKey(key="b/reserve/us-east", order_id="b"))
+
+    assert on_hand(stores)["us-east"]["SKU-1"] == (7, 0)
+    assert len(events(stores["us-east"], "StockReleased")) == 1
+    assert len(events(stores["us-east"], "StockCommitted")) == 1
+
+
+def test_a_release_that_overtakes_its_reservation_stops_it(stores: dict[str, Store]) -> None:
+    stock(stores, {"us-east": {"SKU-1": 10}})
+    activities = StockActivities(stores["us-east"])
+
+    released = deliver(
+        activities.release_stock, ReservationKey(key="late/reserve/us-east", order_id="late")
+    )
+    reserved = deliver(activities.reserve_stock, reserve("late/reserve/us-east"))
+
+    assert released.status == "released"
+    assert reserved.status == "released"
+    assert on_hand(stores)["us-east"]["SKU-1"] == (10, 0)
+
+
+def test_out_of_stock_is_final_for_its_key(stores: dict[str, Store]) -> None:
+    stock(stores, {"us-east": {"SKU-1": 1}})
+    activities = StockActivities(stores["us-east"])
+
+    for _ in range(2):
+        with pytest.raises(ApplicationError) as refused:
+            deliver(activities.reserve_stock, reserve("short/reserve/us-east"))
+        assert refused.value.type == "OutOfStock"
+        assert refused.value.non_retryable
+    with stores["us-east"].reading() as session:
+        assert session.get(Reservation, "short/reserve/us-east") is not None
+    assert on_hand(stores)["us-east"]["SKU-1"] == (1, 0)
+
+
+def authorise(key: str, token: str = "tok_ok") -> AuthorisePayment:
+    return AuthorisePayment(
+        key=key,
+        order_id="o-1",
+        customer_id="cust-1",
+        amount=Decimal("25.00"),
+        currency="USD",
+        payment_token=token,
+    )
+
+
+def test_a_redelivered_authorisation_calls_the_gateway_once(stores: dict[str, Store]) -> None:
+    store = stores["us-east"]
+    activities = PaymentActivities(store, SandboxGateway(store))
+
+    outcomes: list[StepOutcome] = [
+        deliver(activities.authorise_payment, authorise("o-1/authorise/us-east")) for _ in range(3)
+    ]
+
+    assert [o.repeated for o in outcomes] == [False, True, True]
+    assert len({o.gateway_ref for o in outcomes}) == 1
+    with store.reading() as session:
+        [payment] = session.exec(select(SandboxPayment)).all()
+        [authorisation] = session.exec(select(Authorisation)).all()
+    assert payment.calls == 1
+    assert authorisation.status == AuthorisationStatus.AUTHORISED
+
+
+def test_a_void_that_overtakes_its_authorisation_voids_it(stores: dict[str, Store]) -> None:
+    store = stores["us-east"]
+    activities = PaymentActivities(store, SandboxGateway(store))
+    key = "late/authorise/us-east"
+
+    voided = deliver(activities.void_payment, AuthorisationKey(key=key, order_id="late"))
+    authorised = deliver(activities.authorise_payment, authorise(key))
+
+    assert voided.status == "voided"
+    assert authorised.status == "voided"
+    with store.reading() as session:
+        payment = session.exec(select(SandboxPayment)).one()
+        authorisation = session.get(Authorisation, key)
+    assert payment.status == "voided"
+    assert authorisation is not None
+    assert authorisation.status == AuthorisationStatus.VOIDED
+
+
+def test_void_fail_token_keeps_failing_transiently(stores: dict[str, Store]) -> None:
+    store = stores["us-east"]
+    activities = PaymentActivities(store, SandboxGateway(store))
+    key = "stuck/authorise/us-east"
+    deliver(activities.authorise_payment, authorise(key, token="tok_void_fail"))
+
+    for _ in range(3):
+        with pytest.raises(Exception, match="cannot be voided"):
+            deliver(activities.void_payment, AuthorisationKey(key=key, order_id="stuck"))
+
+    with store.reading() as session:
+        authorisation = session.get(Authorisation, key)
+        assert session.get(ProcessedKey, f"void:{key}") is None
+    assert authorisation is not None
+    assert authorisation.status == AuthorisationStatus.AUTHORISED
