@@ -15,12 +15,15 @@ import os
 import select
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import pytest
 
 MISSING_CHROMIUM = (
     "Chromium is missing: the Web UI tests need Debian's `chromium` package (CI's .ci/run "
@@ -45,8 +48,28 @@ FLAGS = (
     "--hide-scrollbars",
 )
 
-# Read the page as a person sees it: innerText leaves out closed dialogs and scripts.
-_PAGE_TEXT = "document.body ? document.body.innerText : ''"
+# The page as a person reads it: innerText leaves out closed dialogs and scripts. The UI renders
+# Markdown (a workflow's summary and details) in same-origin iframes, so their text is added.
+_PAGE_TEXT = """(() => {
+  const parts = [document.body ? document.body.innerText : ""];
+  for (const frame of document.querySelectorAll("iframe")) {
+    try {
+      const body = frame.contentDocument && frame.contentDocument.body;
+      if (body) parts.push(body.innerText);
+    } catch (crossOrigin) {}
+  }
+  return parts.join("\\n");
+})()"""
+
+_TRAMPOLINE = """
+import os, sys
+reads, writes = int(sys.argv[1]), int(sys.argv[2])
+os.dup2(reads, 3)
+os.dup2(writes, 4)
+os.close(reads)
+os.close(writes)
+os.execv(sys.argv[3], sys.argv[3:])
+"""
 
 
 def find_chromium() -> Path | None:
@@ -108,7 +131,7 @@ class Chromium:
         # Our end writes into the browser's descriptor 3 and reads from its descriptor 4.
         browser_reads, self._to_browser = os.pipe()
         self._from_browser, browser_writes = os.pipe()
-        # Out of the way of 3 and 4, so the shell's redirections cannot clobber one another.
+        # Out of the way of 3 and 4, so moving one onto its place cannot clobber the other.
         browser_reads, browser_writes = _above_four(browser_reads), _above_four(browser_writes)
         width, height = self.window
         args = [
@@ -119,11 +142,11 @@ class Chromium:
             f"--window-size={width},{height}",
             "about:blank",
         ]
-        # The shell moves the pipe ends onto descriptors 3 and 4, then becomes Chromium.
-        script = f'exec "$@" 3<&{browser_reads} 4>&{browser_writes}'
+        # A tiny Python trampoline puts the pipe ends on descriptors 3 and 4, then becomes
+        # Chromium (dash, Debian's /bin/sh, cannot redirect descriptors above 9).
         with self._log.open("wb") as log:
             self._process = subprocess.Popen(
-                ["/bin/sh", "-c", script, "chromium", *args],
+                [sys.executable, "-c", _TRAMPOLINE, str(browser_reads), str(browser_writes), *args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -257,11 +280,76 @@ class Page:
 
     def screenshot(self, path: Path) -> Path:
         """The whole page, not only the window, as PNG."""
-        shot = self.call(
-            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}
-        )
+        shot = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
 
     def close(self) -> None:
         self.browser.call("Target.closeTarget", {"targetId": self.target_id})
+
+
+def require_chromium() -> Path:
+    """The Chromium binary; fails the calling test (never skips it) when there is none."""
+    found = find_chromium()
+    if found is None:
+        pytest.fail(MISSING_CHROMIUM, pytrace=False)
+    return found
+
+
+class SharedChromium:
+    """One browser for many tests, started by the first test that needs it.
+
+    Starting it lazily makes a missing Chromium fail each test that needs it, rather than
+    erroring in fixture setup.
+    """
+
+    def __init__(self, profile_dir: Path) -> None:
+        self.profile_dir = profile_dir
+        self._browser: Chromium | None = None
+
+    def get(self) -> Chromium:
+        if self._browser is None:
+            self._browser = Chromium(require_chromium(), self.profile_dir).__enter__()
+        return self._browser
+
+    def close(self) -> None:
+        browser, self._browser = self._browser, None
+        if browser is not None:
+            browser.__exit__(None, None, None)
+
+
+@dataclass(frozen=True)
+class WorkflowPages:
+    """What the Temporal Web UI rendered for one workflow."""
+
+    landed_on: str  # where the UI's workflow link took the browser
+    timeline: str  # text of the Timeline tab
+    user_metadata: str  # text of the User Metadata tab: static summary and current details
+
+
+def read_workflow(
+    browser: Chromium,
+    link: str,
+    *,
+    timeline: Iterable[str],
+    user_metadata: Iterable[str],
+    screenshot: Path | None = None,
+    timeout: float = 30.0,
+) -> WorkflowPages:
+    """Follows a link to `{ui}/namespaces/{ns}/workflows/{id}`, which the UI (2.54) sends on to
+    `…/{id}/{run_id}/timeline`; waits for the Timeline tab to show every `timeline` string,
+    optionally screenshots it, then opens the run's User Metadata tab and waits for every
+    `user_metadata` string there.
+    """
+    page = browser.open(link)
+    try:
+        timeline_text = page.wait_for_text(timeline, timeout=timeout)
+        landed_on = page.url
+        if screenshot is not None:
+            page.screenshot(screenshot)
+        run = landed_on.split("?", 1)[0].rsplit("/", 1)[0]
+        page.navigate(f"{run}/user-metadata")
+        metadata_text = page.wait_for_text(user_metadata, timeout=timeout)
+    finally:
+        page.close()
+    return WorkflowPages(landed_on, timeline_text, metadata_text)

@@ -49,23 +49,24 @@ def plan_allocation(
     Raises InsufficientStock naming every line that cannot be covered.
     """
     left = {region: dict(levels) for region, levels in availability.items()}
-    order = [home, *[region for region in preference if region != home]]
+    others = [region for region in preference if region != home]
     picks: list[Pick] = []
     used: list[str] = []
     shortfalls: list[Shortfall] = []
     for demand in demands:
         remaining = demand.quantity
-        for region in _candidates(order, used, left, demand.sku, remaining, home):
+        tried: set[str] = set()
+        region: str | None = home
+        while region is not None and remaining:
             take = min(remaining, left.get(region, {}).get(demand.sku, 0))
-            if take <= 0:
-                continue
-            picks.append(Pick(region, demand.sku, take))
-            left[region][demand.sku] -= take
-            remaining -= take
-            if region not in used:
-                used.append(region)
-            if remaining == 0:
-                break
+            if take > 0:
+                picks.append(Pick(region, demand.sku, take))
+                left[region][demand.sku] -= take
+                remaining -= take
+                if region not in used:
+                    used.append(region)
+            tried.add(region)
+            region = _next_region(others, tried, used, left, demand.sku, remaining)
         if remaining:
             shortfalls.append(Shortfall(demand.sku, demand.quantity, demand.quantity - remaining))
     if shortfalls:
@@ -81,24 +82,22 @@ def regions_in(picks: Sequence[Pick]) -> list[str]:
     return seen
 
 
-def _candidates(
-    order: Sequence[str],
+def _next_region(
+    others: Sequence[str],
+    tried: set[str],
     used: Sequence[str],
     left: Mapping[str, Mapping[str, int]],
     sku: str,
     remaining: int,
-    home: str,
-) -> list[str]:
-    others = [region for region in order if region != home]
-    rank = {region: index for index, region in enumerate(others)}
-    others.sort(
-        key=lambda region: (
-            region not in used,
-            left.get(region, {}).get(sku, 0) < remaining,
-            rank[region],
-        )
+) -> str | None:
+    """The best region still untried that has some of `sku`, ranked for what is left."""
+    candidates = [r for r in others if r not in tried and left.get(r, {}).get(sku, 0) > 0]
+    if not candidates:
+        return None
+    return min(
+        candidates,
+        key=lambda r: (r not in used, left[r][sku] < remaining, others.index(r)),
     )
-    return [home, *others]
 
 
 def _merge(picks: Sequence[Pick]) -> list[Pick]:
