@@ -54,6 +54,14 @@ def test_sub_cent_amount_examples_are_rejected(amount: str) -> None:
         to_minor(Decimal(amount))
 
 
+@pytest.mark.parametrize(
+    "amount", ["Infinity", "-Infinity", "NaN", "123456789012345678901234567.89"]
+)
+def test_what_is_not_money_is_rejected(amount: str) -> None:
+    with pytest.raises(ValueError, match="not an amount of money"):
+        to_minor(Decimal(amount))
+
+
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in os.environ:

@@ -1,0 +1,298 @@
+"""The Temporal Web UI, in a real headless Chromium, shows each saga path's steps.
+
+Every saga runs for real (API → Temporal → region workers → region stores); then the browser
+follows the order's `links.ui` to the workflow's Timeline, where the UI labels each activity
+"<activity type> • <summary>", and to its User Metadata tab, where it renders the workflow's
+static summary and its current details (the Markdown step table). The sagas run on SQLite
+only: the region store's backend does not change what the UI shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from geosaga.devserver import DevServer
+from regions.store import Store
+from tests.browser import SharedChromium, WorkflowPages, read_workflow
+from tests.cluster import Cluster
+from tests.helpers import order, outcome, place, stock, submit
+from workflows.contract import Allocation, Reason, SagaState, SagaStatus, Stage, workflow_id
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.parametrize("backend", ["sqlite"], indirect=True),
+]
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedChromium]:
+    shared = SharedChromium(tmp_path_factory.mktemp("chromium"))
+    yield shared
+    shared.close()
+
+
+def row(activity: str, summary: str) -> str:
+    """How the Timeline labels an activity."""
+    return f"{activity} • {summary}"
+
+
+async def view_in_ui(
+    api: httpx.AsyncClient,
+    client: Client,
+    server: DevServer,
+    chromium: SharedChromium,
+    saga: SagaState,
+    *,
+    timeline: Sequence[str],
+    user_metadata: Sequence[str],
+    screenshot: Path | None = None,
+) -> WorkflowPages:
+    """Opens the saga in the UI through the link the API gives for it."""
+    view = await api.get(f"/orders/{saga.order_id}")
+    assert view.status_code == 200, view.text
+    link = view.json()["links"]["ui"]
+    wid = workflow_id(saga.order_id)
+    assert link == f"{server.ui_url}/namespaces/default/workflows/{wid}"
+    run_id = (await client.get_workflow_handle(wid).describe()).run_id
+    summary = (
+        f"order {saga.order_id}: {len(saga.lines)} line(s), {saga.total} {saga.currency},"
+        f" home {saga.home_region}"
+    )
+    pages = await asyncio.to_thread(
+        read_workflow,
+        chromium.get(),
+        link,
+        timeline=timeline,
+        user_metadata=[summary, *user_metadata],
+        screenshot=screenshot,
+    )
+    assert pages.landed_on.startswith(f"{link}/{run_id}/timeline"), pages.landed_on
+    return pages
+
+
+def assert_absent(text: str, *unwanted: str) -> None:
+    shown = [item for item in unwanted if item in text]
+    assert shown == [], f"the page shows {shown}, which this saga never ran"
+
+
+async def test_completed_order_shows_every_forward_step(
+    api: httpx.AsyncClient,
+    client: Client,
+    stores: dict[str, Store],
+    temporal_server: DevServer,
+    chromium: SharedChromium,
+) -> None:
+    stock(stores, {"us-east": {"SKU-1": 10}})
+    saga = await place(api, client, order("us-east", [("SKU-1", 2)]))
+    assert saga.status == SagaStatus.COMPLETED
+    assert saga.total == Decimal("25.00")
+
+    pages = await view_in_ui(
+        api,
+        client,
+        temporal_server,
+        chromium,
+        saga,
+        timeline=[
+            row("check_stock", "check stock in us-east"),
+            row("reserve_stock", "reserve 2 × SKU-1 in us-east"),
+            row("authorise_payment", "authorise 25.00 USD in us-east"),
+            row("capture_payment", "capture 25.00 USD in us-east"),
+            row("commit_stock", "commit 2 × SKU-1 in us-east"),
+        ],
+        user_metadata=["completed · stage done"],
+    )
+
+    assert_absent(pages.timeline, "compensate:", "release_stock", "void_payment")
+    assert_absent(pages.user_metadata, "compensate:")
+
+
+async def test_split_order_shows_both_regions_reserving_and_committing(
+    api: httpx.AsyncClient,
+    client: Client,
+    stores: dict[str, Store],
+    temporal_server: DevServer,
+    chromium: SharedChromium,
+) -> None:
+    stock(stores, {"eu-west": {"SKU-2": 5}, "us-east": {"SKU-2": 20}, "ap-south": {}})
+    saga = await place(api, client, order("eu-west", [("SKU-2", 8)]))
+    assert saga.status == SagaStatus.COMPLETED
+    assert sorted(saga.allocations, key=lambda a: a.region) == [
+        Allocation(region="eu-west", sku="SKU-2", quantity=5),
+        Allocation(region="us-east", sku="SKU-2", quantity=3),
+    ]
+
+    pages = await view_in_ui(
+        api,
+        client,
+        temporal_server,
+        chromium,
+        saga,
+        timeline=[
+            row("check_stock", "check stock in eu-west"),
+            row("check_stock", "check stock in us-east"),
+            row("check_stock", "check stock in ap-south"),
+            row("reserve_stock", "reserve 5 × SKU-2 in eu-west"),
+            row("reserve_stock", "reserve 3 × SKU-2 in us-east"),
+            row("authorise_payment", "authorise 192.00 USD in eu-west"),
+            row("capture_payment", "capture 192.00 USD in eu-west"),
+            row("commit_stock", "commit 5 × SKU-2 in eu-west"),
+            row("commit_stock", "commit 3 × SKU-2 in us-east"),
+        ],
+        user_metadata=["completed · stage done"],
+    )
+
+    assert_absent(pages.timeline, "compensate:", "in ap-south ", "reserve 8 × SKU-2")
+
+
+async def test_declined_payment_shows_void_and_releases(
+    api: httpx.AsyncClient,
+    client: Client,
+    stores: dict[str, Store],
+    temporal_server: DevServer,
+    chromium: SharedChromium,
+    tmp_path: Path,
+) -> None:
+    stock(stores, {"us-east": {"SKU-2": 2}, "ap-south": {"SKU-2": 5}})
+    saga = await place(api, client, order("us-east", [("SKU-2", 4)], token="tok_decline"))
+    assert saga.status == SagaStatus.COMPENSATED
+    assert saga.reason == Reason.PAYMENT_DECLINED
+    screenshot = tmp_path / "declined-timeline.png"
+
+    pages = await view_in_ui(
+        api,
+        client,
+        temporal_server,
+        chromium,
+        saga,
+        timeline=[
+            row("reserve_stock", "reserve 2 × SKU-2 in us-east"),
+            row("reserve_stock", "reserve 2 × SKU-2 in ap-south"),
+            row("authorise_payment", "authorise 96.00 USD in us-east"),
+            row("void_payment", "compensate: void 96.00 USD in us-east"),
+            row("release_stock", "compensate: release 2 × SKU-2 in us-east"),
+            row("release_stock", "compensate: release 2 × SKU-2 in ap-south"),
+        ],
+        user_metadata=[
+            "compensated · stage done · reason payment_declined",
+            "compensate: void",
+            "compensate: release",
+            "payment declined: card declined",
+        ],
+        screenshot=screenshot,
+    )
+
+    assert_absent(pages.timeline, "capture_payment", "commit_stock")
+    assert screenshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+async def test_out_of_stock_shows_stock_checks_and_nothing_reserved(
+    api: httpx.AsyncClient,
+    client: Client,
+    stores: dict[str, Store],
+    temporal_server: DevServer,
+    chromium: SharedChromium,
+) -> None:
+    stock(stores, {"us-east": {"SKU-4": 2}, "eu-west": {"SKU-4": 1}})
+    saga = await place(api, client, order("eu-west", [("SKU-4", 5)]))
+    assert saga.status == SagaStatus.COMPENSATED
+    assert saga.reason == Reason.OUT_OF_STOCK
+
+    pages = await view_in_ui(
+        api,
+        client,
+        temporal_server,
+        chromium,
+        saga,
+        timeline=[
+            row("check_stock", "check stock in eu-west"),
+            row("check_stock", "check stock in us-east"),
+            row("check_stock", "check stock in ap-south"),
+        ],
+        user_metadata=["compensated · stage done · reason out_of_stock", "SKU-4 (3 of 5)"],
+    )
+
+    assert_absent(
+        pages.timeline,
+        "reserve_stock",
+        "authorise_payment",
+        "capture_payment",
+        "commit_stock",
+        "compensate:",
+    )
+
+
+async def test_cancelled_order_shows_compensations_of_what_it_did(
+    api: httpx.AsyncClient,
+    client: Client,
+    stores: dict[str, Store],
+    cluster: Cluster,
+    temporal_server: DevServer,
+    chromium: SharedChromium,
+) -> None:
+    """Cancelled once stock is reserved, so there is something to compensate.
+
+    Cancelling right after submitting (as with tok_flaky in test_saga_paths) mostly lands
+    before the saga's first step, leaving nothing for the UI to show. Here the home region is
+    down: its stock check times out, the stock comes from eu-west, and the authorisation waits
+    on us-east's queue, holding the saga at the authorising stage until it is cancelled.
+    """
+    stock(stores, {"eu-west": {"SKU-1": 5}})
+    await cluster.stop("us-east")
+    order_id = await submit(api, order("us-east", [("SKU-1", 2)], token="tok_flaky"))
+    await until_stage(api, order_id, Stage.AUTHORISING)
+
+    cancelled = await api.post(f"/orders/{order_id}/cancel")
+    cluster.start("us-east")  # the void compensation runs there
+
+    assert cancelled.status_code == 202, cancelled.text
+    saga = await outcome(client, order_id)
+    assert saga.status == SagaStatus.COMPENSATED
+    assert saga.reason == Reason.CANCELLED
+    assert sorted((c.name, c.region) for c in saga.compensations) == [
+        ("release", "eu-west"),
+        ("void", "us-east"),
+    ]
+
+    pages = await view_in_ui(
+        api,
+        client,
+        temporal_server,
+        chromium,
+        saga,
+        timeline=[
+            row("check_stock", "check stock in us-east"),
+            row("reserve_stock", "reserve 2 × SKU-1 in eu-west"),
+            row("authorise_payment", "authorise 25.00 USD in us-east"),
+            row("void_payment", "compensate: void 25.00 USD in us-east"),
+            row("release_stock", "compensate: release 2 × SKU-1 in eu-west"),
+        ],
+        user_metadata=[
+            "compensated · stage done · reason cancelled",
+            "compensate: void",
+            "compensate: release",
+        ],
+    )
+
+    assert_absent(pages.timeline, "capture_payment", "commit_stock")
+
+
+async def until_stage(
+    api: httpx.AsyncClient, order_id: str, stage: Stage, timeout: float = 30.0
+) -> None:
+    """Polls the order until its saga reaches `stage`; fails naming the last stage seen."""
+    seen = None
+    async with asyncio.timeout(timeout):
+        while seen != stage:
+            response = await api.get(f"/orders/{order_id}")
+            if response.status_code == 200:
+                seen = response.json()["stage"]
+            await asyncio.sleep(0.05)
+    assert seen == stage, (order_id, seen)
