@@ -22,7 +22,7 @@ from activities.contract import (
 )
 from activities.gateway import GatewayAuthorisation, GatewayRejected, PaymentGateway
 from activities.idempotency import once, previous_outcome
-from activities.region_bound import RegionBound, with_attempt
+from activities.region_bound import RegionBound, refusal, with_attempt
 from regions.models import Authorisation, AuthorisationStatus, Capture, utcnow
 from regions.money import from_minor, to_minor
 from regions.store import Store
@@ -59,12 +59,7 @@ class PaymentActivities(RegionBound):
                 self._gateway.void(outcome.gateway_ref)
         outcome = with_attempt(outcome)
         if outcome.status == AuthorisationStatus.DECLINED:
-            raise ApplicationError(
-                outcome.message or "payment declined",
-                outcome.model_dump(mode="json"),
-                type=ErrorType.PAYMENT_DECLINED,
-                non_retryable=True,
-            )
+            raise refusal(outcome, ErrorType.PAYMENT_DECLINED)
         return outcome
 
     @activity.defn(name=ActivityName.VOID_PAYMENT)

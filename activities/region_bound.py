@@ -7,8 +7,9 @@ from typing import Any
 from pydantic import BaseModel
 from sqlmodel import Session
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
-from activities.contract import StepOutcome
+from activities.contract import ErrorType, StepOutcome
 from regions.outbox import record_event
 from regions.store import Store
 
@@ -45,3 +46,13 @@ class RegionBound:
 def with_attempt(outcome: StepOutcome) -> StepOutcome:
     """Stamps the delivery attempt, so the saga's step table shows retries."""
     return outcome.model_copy(update={"attempt": activity.info().attempt})
+
+
+def refusal(outcome: StepOutcome, error_type: ErrorType) -> ApplicationError:
+    """A business refusal: final for its key, so the saga compensates instead of retrying."""
+    return ApplicationError(
+        outcome.message or str(error_type),
+        outcome.model_dump(mode="json"),
+        type=error_type,
+        non_retryable=True,
+    )

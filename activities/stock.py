@@ -21,7 +21,7 @@ from activities.contract import (
     StockLine,
 )
 from activities.idempotency import once
-from activities.region_bound import RegionBound, with_attempt
+from activities.region_bound import RegionBound, refusal, with_attempt
 from regions import inventory
 from regions.models import Reservation, ReservationLine, ReservationStatus, utcnow
 
@@ -45,12 +45,7 @@ class StockActivities(RegionBound):
         )
         outcome = with_attempt(outcome)
         if outcome.status == ReservationStatus.REJECTED:
-            raise ApplicationError(
-                outcome.message or "out of stock",
-                outcome.model_dump(mode="json"),
-                type=ErrorType.OUT_OF_STOCK,
-                non_retryable=True,
-            )
+            raise refusal(outcome, ErrorType.OUT_OF_STOCK)
         return outcome
 
     @activity.defn(name=ActivityName.RELEASE_STOCK)

@@ -114,13 +114,9 @@ def order_input(settings: Settings, order_id: str, request: OrderRequest) -> Ord
         ],
         payment_token=request.payment_token,
         regions=settings.region_queues(),
-        options=SagaOptions(
-            allocation_timeout_seconds=settings.allocation_timeout_seconds,
-            payment_timeout_seconds=settings.payment_timeout_seconds,
-            retry_initial_interval_seconds=settings.retry_initial_interval_seconds,
-            retry_maximum_interval_seconds=settings.retry_maximum_interval_seconds,
-            compensation_attempts_before_attention=settings.compensation_attempts_before_attention,
-            compensation_attention_after_seconds=settings.compensation_attention_after_seconds,
+        # The saga's timing settings share their names with SagaOptions' fields.
+        options=SagaOptions.model_validate(
+            settings.model_dump(include=set(SagaOptions.model_fields))
         ),
     )
 

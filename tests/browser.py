@@ -95,10 +95,13 @@ class BrowserError(RuntimeError):
     """The browser died, answered with a protocol error, or did not answer in time."""
 
 
-def snippet(text: str, limit: int = 1500) -> str:
-    """The page text squeezed onto few lines, cut to `limit` characters, for failure messages."""
+def snippet(text: str, head: int = 300, tail: int = 1500) -> str:
+    """The page text squeezed onto one line for failure messages: its start (which page it is)
+    and its end (where the UI puts the timeline), with the middle cut out when long."""
     squeezed = " | ".join(line.strip() for line in text.splitlines() if line.strip())
-    return squeezed if len(squeezed) <= limit else squeezed[:limit] + " …"
+    if len(squeezed) <= head + tail:
+        return squeezed
+    return f"{squeezed[:head]} … {squeezed[-tail:]}"
 
 
 class Chromium:

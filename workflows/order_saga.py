@@ -165,13 +165,24 @@ class OrderSaga:
     # Forward path -----------------------------------------------------------------------------
 
     async def _prepare(self) -> None:
-        """Everything before the pivot; cancelling this task is how a cancel takes effect."""
+        """Everything before the pivot; a cancel cancels this task.
+
+        Cancelling a task whose activity has already finished does not stop it, so the flag is
+        checked again between steps and, last, just before the pivot.
+        """
         picks = await self._plan()
+        self._honour_cancel()
         self._state.stage = Stage.RESERVING
         await self._reserve(picks)
+        self._honour_cancel()
         self._state.stage = Stage.AUTHORISING
         await self._authorise()
+        self._honour_cancel()
         self._pivot_reached = True
+
+    def _honour_cancel(self) -> None:
+        if self._cancel_requested:
+            raise SagaAborted(Reason.CANCELLED, _CANCELLED)
 
     async def _plan(self) -> list[Pick]:
         order = self._order
@@ -489,6 +500,7 @@ class OrderSaga:
         except (Exception, asyncio.CancelledError) as failed:
             cancelled = is_cancellation(failed)
             record.error = None if cancelled else _failure_message(failed)
+            record.attempts = _attempts_of(failed)
             self._finish(record, StepStatus.CANCELLED if cancelled else StepStatus.FAILED)
             raise
         if isinstance(result, StepOutcome):
@@ -535,6 +547,16 @@ def _failure_message(error: BaseException) -> str:
     if isinstance(cause, FailureError):
         return cause.message
     return str(cause)
+
+
+def _attempts_of(error: BaseException) -> int:
+    """A refusal carries the outcome, attempt included; other failures ran at least once."""
+    cause = error.cause if isinstance(error, ActivityError) else None
+    if isinstance(cause, ApplicationError) and cause.details:
+        details = cause.details[0]
+        if isinstance(details, dict) and isinstance(details.get("attempt"), int):
+            return int(details["attempt"])
+    return 0 if is_cancellation(error) else 1
 
 
 def _is_permanent(error: ActivityError) -> bool:

@@ -145,15 +145,15 @@ def test_readme_walkthrough_on_the_dev_stack(stack: Stack, dev_env: dict[str, st
         assert run.returncode == 0, run.stderr
         outputs.append(run.stdout)
 
+    [cancel_output] = [
+        out for block, out in zip(commands, outputs, strict=True) if "/cancel" in block
+    ]
+    assert json_documents(cancel_output)[-1].get("accepted") is True, cancel_output
     for order_id, (status, reason) in EXPECTED.items():
         view = wait_for_end(stack.api, order_id)
         assert (view["status"], view["reason"]) == (status, reason), view
     split = wait_for_end(stack.api, "demo-split")
     assert {a["region"] for a in split["allocations"]} == {"eu-west", "us-east"}
-    [cancel_output] = [
-        out for block, out in zip(commands, outputs, strict=True) if "/cancel" in block
-    ]
-    assert json_documents(cancel_output)[-1]["accepted"] is True
     listed = httpx.get(f"{stack.api}/orders?status=compensated").json()
     assert {"demo-declined", "demo-out-of-stock", "demo-cancel"} <= {o["order_id"] for o in listed}
 

@@ -103,24 +103,6 @@ async def test_flaky_payment_is_retried_to_success(
     assert_invariants(stores, initial, [saga])
 
 
-async def test_cancel_before_capture_compensates(
-    api: httpx.AsyncClient, client: Client, stores: dict[str, Store]
-) -> None:
-    initial = stock(stores, {"us-east": {"SKU-1": 10}})
-    # tok_flaky holds the saga before the pivot for a few retries: time to cancel.
-    order_id = await submit(api, order("us-east", [("SKU-1", 2)], token="tok_flaky"))
-
-    cancelled = await api.post(f"/orders/{order_id}/cancel")
-
-    assert cancelled.status_code == 202, cancelled.text
-    saga = await outcome(client, order_id)
-    assert saga.status == SagaStatus.COMPENSATED
-    assert saga.reason == Reason.CANCELLED
-    assert all(c.status == StepStatus.SUCCEEDED for c in saga.compensations)
-    assert "capture" not in [s.name for s in saga.steps]
-    assert_invariants(stores, initial, [saga])
-
-
 async def test_every_accepted_cancel_compensates_whatever_stage_it_lands_in(
     api: httpx.AsyncClient, client: Client, stores: dict[str, Store]
 ) -> None:

@@ -149,7 +149,7 @@ async def test_split_order_shows_both_regions_reserving_and_committing(
         user_metadata=["completed · stage done"],
     )
 
-    assert_absent(pages.timeline, "compensate:", "in ap-south ", "reserve 8 × SKU-2")
+    assert_absent(pages.timeline, "compensate:", "SKU-2 in ap-south")
 
 
 async def test_declined_payment_shows_void_and_releases(
@@ -246,6 +246,7 @@ async def test_cancelled_order_shows_compensations_of_what_it_did(
     """
     stock(stores, {"eu-west": {"SKU-1": 5}})
     await cluster.stop("us-east")
+    # tok_flaky as in test_saga_paths; with us-east down, authorisation never starts anyway.
     order_id = await submit(api, order("us-east", [("SKU-1", 2)], token="tok_flaky"))
     await until_stage(api, order_id, Stage.AUTHORISING)
 
@@ -288,11 +289,15 @@ async def until_stage(
     api: httpx.AsyncClient, order_id: str, stage: Stage, timeout: float = 30.0
 ) -> None:
     """Polls the order until its saga reaches `stage`; fails naming the last stage seen."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     seen = None
-    async with asyncio.timeout(timeout):
-        while seen != stage:
-            response = await api.get(f"/orders/{order_id}")
-            if response.status_code == 200:
-                seen = response.json()["stage"]
-            await asyncio.sleep(0.05)
-    assert seen == stage, (order_id, seen)
+    while True:
+        response = await api.get(f"/orders/{order_id}")
+        if response.status_code == 200:
+            seen = response.json()["stage"]
+        if seen == stage:
+            return
+        if loop.time() > deadline:
+            pytest.fail(f"order {order_id} never reached stage {stage} in {timeout}s: {seen}")
+        await asyncio.sleep(0.05)

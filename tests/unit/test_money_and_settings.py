@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from geosaga.settings import Settings
 from regions.money import from_minor, to_minor
+from workflows.contract import SagaOptions
 
 # Far below the 28 significant digits of the default decimal context.
 LIMIT = Decimal("1e15")
@@ -163,3 +164,9 @@ def test_task_queue_prefix_can_be_changed(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("GEOSAGA_REGION_TASK_QUEUE_PREFIX", "staging.region.")
 
     assert Settings().task_queue("us-east") == "staging.region.us-east"
+
+
+def test_every_saga_option_is_a_setting_with_the_same_default() -> None:
+    defaults = Settings()
+    for name, field in SagaOptions.model_fields.items():
+        assert getattr(defaults, name) == field.default, name
