@@ -15,11 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from regions.store import Store
+from tests.cluster import Cluster
 from tests.helpers import order, outcome, place, stock, submit
-from workflows.contract import SagaStatus, Stage, workflow_id
+from workflows.contract import SagaState, SagaStatus, Stage, workflow_id
 from workflows.order_saga import OrderSaga
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -39,8 +40,17 @@ async def save(client: Client, order_id: str, path: Path) -> None:
     path.write_text(history.to_json() + "\n")
 
 
+async def until_stage(handle: WorkflowHandle[OrderSaga, SagaState], stage: Stage) -> None:
+    while (await handle.query(OrderSaga.state)).stage != stage:
+        await asyncio.sleep(0.02)
+
+
 async def test_record_saga_paths(
-    api: httpx.AsyncClient, client: Client, stores: dict[str, Store], folder: Path
+    api: httpx.AsyncClient,
+    client: Client,
+    stores: dict[str, Store],
+    cluster: Cluster,
+    folder: Path,
 ) -> None:
     stock(
         stores,
@@ -61,8 +71,19 @@ async def test_record_saga_paths(
     # Cancelled while authorising: reservations held, so the history shows them undone.
     order_id = await submit(api, order("us-east", [("SKU-1", 1)], token="tok_flaky"))
     handle = client.get_workflow_handle_for(OrderSaga.run, workflow_id(order_id))
-    while (await handle.query(OrderSaga.state)).stage != Stage.AUTHORISING:
-        await asyncio.sleep(0.02)
+    await until_stage(handle, Stage.AUTHORISING)
     assert (await api.post(f"/orders/{order_id}/cancel")).status_code == 202
     assert (await outcome(client, order_id)).status == SagaStatus.COMPENSATED
     await save(client, order_id, folder / "cancelled.json")
+
+    # A release that waits on a region that is down: needs attention, then finishes.
+    order_id = await submit(api, order("eu-west", [("SKU-2", 4)], token="tok_flaky"))
+    handle = client.get_workflow_handle_for(OrderSaga.run, workflow_id(order_id))
+    await until_stage(handle, Stage.AUTHORISING)
+    await cluster.stop("us-east")
+    assert (await api.post(f"/orders/{order_id}/cancel")).status_code == 202
+    while (await handle.query(OrderSaga.state)).status != SagaStatus.NEEDS_ATTENTION:
+        await asyncio.sleep(0.1)
+    cluster.start("us-east")
+    assert (await outcome(client, order_id)).status == SagaStatus.COMPENSATED
+    await save(client, order_id, folder / "needs-attention-region-down.json")
