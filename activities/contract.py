@@ -19,6 +19,7 @@ class ActivityName(StrEnum):
     AUTHORISE_PAYMENT = "authorise_payment"
     VOID_PAYMENT = "void_payment"
     CAPTURE_PAYMENT = "capture_payment"
+    RECORD_OUTCOME = "record_outcome"
 
 
 class ErrorType(StrEnum):
@@ -70,6 +71,25 @@ class AuthorisationKey(BaseModel):
 
     key: str
     order_id: str
+
+
+class Allocated(BaseModel):
+    region: str
+    sku: str
+    quantity: int
+
+
+class OrderOutcome(BaseModel):
+    """The saga's final word on an order, published by its home region."""
+
+    key: str
+    order_id: str
+    customer_id: str
+    status: str
+    reason: str | None
+    total: Decimal
+    currency: str
+    allocations: list[Allocated]
 
 
 class Shortage(BaseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from datetime import timedelta
@@ -14,7 +13,6 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -22,7 +20,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import invalid
@@ -38,8 +36,6 @@ from workflows.contract import (
     SAGA_STATUS,
     WORKFLOW_ID_PREFIX,
     WORKFLOW_NAME,
-    CancelRequest,
-    CancelResult,
     OrderInput,
     OrderLine,
     Reason,
@@ -49,10 +45,9 @@ from workflows.contract import (
     workflow_id,
 )
 from workflows.order_saga import OrderSaga
+from workflows.trace import saga_summary
 
 _QUERY_TIMEOUT = timedelta(seconds=5)
-_UPDATE_TIMEOUT = timedelta(seconds=10)
-_UPDATE_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 
 class OrderNotFound(Exception):
@@ -61,10 +56,6 @@ class OrderNotFound(Exception):
 
 class IdempotencyConflict(Exception):
     """The key was used before with a different body."""
-
-
-class CancelRefused(Exception):
-    pass
 
 
 def links(settings: Settings, order_id: str) -> Links:
@@ -121,6 +112,18 @@ def order_input(settings: Settings, order_id: str, request: OrderRequest) -> Ord
     )
 
 
+def search_attributes(order: OrderInput) -> TypedSearchAttributes:
+    """What a saga starts with; the saga keeps status, reason and regions current."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(ORDER_ID, order.order_id),
+            SearchAttributePair(CUSTOMER_ID, order.customer_id),
+            SearchAttributePair(HOME_REGION, order.home_region),
+            SearchAttributePair(SAGA_STATUS, SagaStatus.ACCEPTED.value),
+        ]
+    )
+
+
 def fingerprint(request: OrderRequest) -> str:
     canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -140,19 +143,9 @@ async def submit(
             task_queue=settings.workflow_task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(ORDER_ID, order_id),
-                    SearchAttributePair(CUSTOMER_ID, request.customer_id),
-                    SearchAttributePair(HOME_REGION, request.home_region),
-                    SearchAttributePair(SAGA_STATUS, SagaStatus.ACCEPTED.value),
-                ]
-            ),
+            search_attributes=search_attributes(order),
             memo={"request_sha256": digest},
-            static_summary=(
-                f"order {order_id}: {len(order.lines)} line(s), {order.total} {order.currency},"
-                f" home {order.home_region}"
-            ),
+            static_summary=saga_summary(order),
         )
     except WorkflowAlreadyStartedError:
         description = await client.get_workflow_handle(workflow_id(order_id)).describe()
@@ -161,16 +154,16 @@ async def submit(
             raise IdempotencyConflict(
                 f"Idempotency-Key {order_id!r} was already used for a different order"
             ) from None
-        return _status_of(description), False
+        return status_of(description), False
     return SagaStatus.ACCEPTED, True
 
 
 async def read(client: Client, settings: Settings, order_id: str) -> OrderView:
     handle = client.get_workflow_handle_for(OrderSaga.run, workflow_id(order_id))
-    description = await _describe(handle)
+    description = await describe(handle)
     state = await _state(handle, description)
     if state is None:
-        state = SagaState.begin(await _input(client, handle))
+        state = SagaState.begin(await order_input_of(client, handle))
     status = state.status
     if description.status not in (
         WorkflowExecutionStatus.RUNNING,
@@ -183,55 +176,6 @@ async def read(client: Client, settings: Settings, order_id: str) -> OrderView:
         status=status,
         workflow_status=_status_name(description.status),
         links=links(settings, order_id),
-    )
-
-
-async def cancel(client: Client, order_id: str, requested_by: str | None) -> str:
-    handle = client.get_workflow_handle_for(OrderSaga.run, workflow_id(order_id))
-    try:
-        result = await _update_with_retry(handle, CancelRequest(requested_by=requested_by))
-    except WorkflowUpdateFailedError as refused:
-        cause = refused.cause
-        raise CancelRefused(
-            cause.message if isinstance(cause, ApplicationError) else str(cause)
-        ) from None
-    except RPCError as error:
-        if error.status != RPCStatusCode.NOT_FOUND:
-            raise
-        description = await _describe(handle)
-        status = _status_of(description)
-        raise CancelRefused(f"the order has already finished ({status})") from None
-    return result.message
-
-
-async def _update_with_retry(
-    handle: WorkflowHandle[OrderSaga, SagaState], request: CancelRequest
-) -> CancelResult:
-    """Sends the update again when the server aborted it unapplied.
-
-    The server aborts an update whose workflow task failed, even for the benign
-    UnhandledCommand failure (new events arrived while the workflow tried to finish); the
-    update never reached the workflow, so sending it again is safe.
-    """
-    retries = iter(_UPDATE_RETRY_DELAYS)
-    while True:
-        try:
-            result: CancelResult = await handle.execute_update(
-                OrderSaga.cancel, request, rpc_timeout=_UPDATE_TIMEOUT
-            )
-            return result
-        except RPCError as error:
-            delay = next(retries, None)
-            if delay is None or not _workflow_not_ready(error):
-                raise
-        await asyncio.sleep(delay)
-
-
-def _workflow_not_ready(error: RPCError) -> bool:
-    if error.status != RPCStatusCode.FAILED_PRECONDITION or error.grpc_status is None:
-        return False
-    return any(
-        detail.type_url.endswith("WorkflowNotReadyFailure") for detail in error.grpc_status.details
     )
 
 
@@ -276,7 +220,7 @@ async def search(
     return found
 
 
-async def _describe(handle: WorkflowHandle[OrderSaga, SagaState]) -> WorkflowExecutionDescription:
+async def describe(handle: WorkflowHandle[OrderSaga, SagaState]) -> WorkflowExecutionDescription:
     try:
         return await handle.describe()
     except RPCError as error:
@@ -298,7 +242,9 @@ async def _state(
         return None
 
 
-async def _input(client: Client, handle: WorkflowHandle[OrderSaga, SagaState]) -> OrderInput:
+async def order_input_of(
+    client: Client, handle: WorkflowHandle[OrderSaga, SagaState]
+) -> OrderInput:
     async for event in handle.fetch_history_events():
         payloads = event.workflow_execution_started_event_attributes.input.payloads
         [order] = await client.data_converter.decode(payloads, [OrderInput])
@@ -308,7 +254,7 @@ async def _input(client: Client, handle: WorkflowHandle[OrderSaga, SagaState]) -
     raise OrderNotFound(handle.id)
 
 
-def _status_of(description: WorkflowExecutionDescription) -> SagaStatus:
+def status_of(description: WorkflowExecutionDescription) -> SagaStatus:
     value = description.typed_search_attributes.get(SAGA_STATUS)
     return SagaStatus(value) if value else SagaStatus.ACCEPTED
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
@@ -79,10 +79,24 @@ class OrderSummary(BaseModel):
     links: Links
 
 
-class CancelAccepted(BaseModel):
+class ActionAccepted(BaseModel):
     order_id: str
     accepted: bool
     message: str
+    links: Links
+
+
+class ResolutionIn(Strict):
+    resolved_by: Annotated[str, Field(min_length=1, max_length=100, examples=["ops@example.com"])]
+    note: Annotated[
+        str, Field(min_length=1, max_length=1000, examples=["voided by hand in the gateway"])
+    ]
+
+
+class RerunAccepted(BaseModel):
+    order_id: str
+    action: Literal["reset", "restarted"]
+    run_id: str
     links: Links
 
 

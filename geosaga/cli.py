@@ -11,6 +11,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from geosaga.operate import attention, rerun
 from geosaga.settings import Settings
 
 app = typer.Typer(help="geosaga: a multi-region order service on Temporal.", no_args_is_help=True)
@@ -60,6 +61,10 @@ def api() -> None:
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
 
 
+app.add_typer(attention, name="attention")
+app.command(name="retry")(rerun)
+
+
 @app.command()
 def setup() -> None:
     """Register the saga's search attributes on the configured Temporal namespace (idempotent)."""
@@ -70,3 +75,37 @@ def setup() -> None:
 
     added = asyncio.run(main())
     console.print(f"added: {', '.join(added)}" if added else "search attributes already present")
+
+
+# replay: self-contained, so other commands can come and go around it --------------------------
+
+
+@app.command()
+def replay(
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="FILE|DIR", help="History files, or folders of *.json"),
+    ] = None,
+    history_file: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--history-file", "-f", metavar="FILE|DIR", help="A JSON history or a folder of them"
+        ),
+    ] = None,
+    workflow_id: Annotated[
+        list[str] | None,
+        typer.Option("--workflow-id", "-w", metavar="ID", help="Fetch its history from Temporal"),
+    ] = None,
+) -> None:
+    """Replay saga histories against the current code; exit 1 when one does not replay."""
+    from pathlib import Path
+
+    from geosaga.replay import replay_all
+    from geosaga.replay_report import report
+
+    files = [Path(path) for path in [*(history_file or []), *(paths or [])]]
+    if not files and not workflow_id:
+        console.print("[red]nothing to replay:[/] give --history-file FILE|DIR or --workflow-id ID")
+        raise typer.Exit(2)
+    outcomes = asyncio.run(replay_all(files, workflow_id or [], Settings()))
+    raise typer.Exit(report(outcomes, console))

@@ -40,6 +40,8 @@ class DevServer:
     db_filename: Path | None = None
     namespace: str = "default"
     headless: bool = False
+    # Register the saga's search attributes at start (an existing server needs `geosaga setup`).
+    search_attributes: bool = True
     extra: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -63,7 +65,7 @@ class DevServer:
             self.namespace,
             "--log-level",
             "error",
-            *search_attribute_flags(),
+            *(search_attribute_flags() if self.search_attributes else []),
         ]
         for pragma in SQLITE_PRAGMAS:
             args += ["--sqlite-pragma", pragma]

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     # retrying afterwards.
     compensation_attempts_before_attention: int = 5
     compensation_attention_after_seconds: float = 30.0
+    compensation_max_backoff_seconds: float = 300.0
 
     @field_validator("regions", mode="before")
     @classmethod

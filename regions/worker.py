@@ -15,6 +15,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.gateway import PaymentGateway
+from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.sandbox_gateway import SandboxGateway
 from activities.stock import StockActivities
@@ -38,18 +39,29 @@ def activity_worker(
     """The region's activities, bound to its store and gateway, on `region.<name>` only."""
     stock = StockActivities(store)
     payments = PaymentActivities(store, gateway or SandboxGateway(store))
+    orders = OrderActivities(store)
     return Worker(
         client,
         task_queue=settings.task_queue(store.region),
-        activities=[*stock.all(), *payments.all()],
+        activities=[*stock.all(), *payments.all(), *orders.all()],
         activity_executor=executor,
         max_concurrent_activities=ACTIVITY_THREADS,
     )
 
 
-def workflow_worker(client: Client, settings: Settings) -> Worker:
-    """Saga workflows on the shared `orders` queue (one per process and client)."""
-    return Worker(client, task_queue=settings.workflow_task_queue, workflows=[OrderSaga])
+def workflow_worker(
+    client: Client, settings: Settings, *, max_cached_workflows: int | None = None
+) -> Worker:
+    """Saga workflows on the shared `orders` queue (one per process and client).
+
+    `max_cached_workflows=0` makes every workflow task replay the whole history (tests).
+    """
+    queue = settings.workflow_task_queue
+    if max_cached_workflows is None:
+        return Worker(client, task_queue=queue, workflows=[OrderSaga])
+    return Worker(
+        client, task_queue=queue, workflows=[OrderSaga], max_cached_workflows=max_cached_workflows
+    )
 
 
 async def run_workers(workers: Sequence[Worker], stop: asyncio.Event) -> None:

@@ -20,13 +20,22 @@ from regions.worker import ACTIVITY_THREADS, activity_worker, workflow_worker
 
 
 class Cluster:
-    def __init__(self, client: Client, settings: Settings, stores: dict[str, Store]) -> None:
+    def __init__(
+        self,
+        client: Client,
+        settings: Settings,
+        stores: dict[str, Store],
+        *,
+        max_cached_workflows: int | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.stores = stores
         self._executor = ThreadPoolExecutor(ACTIVITY_THREADS)
         self._running: dict[str, tuple[Worker, asyncio.Task[None]]] = {}
-        self._workflows = workflow_worker(client, settings)
+        self._workflows = workflow_worker(
+            client, settings, max_cached_workflows=max_cached_workflows
+        )
         self._workflows_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Cluster:

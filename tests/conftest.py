@@ -33,7 +33,7 @@ BACKENDS = ("sqlite", "postgres")
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--histories",
-        default="current",
+        default="unnamed",
         help="folder under tests/histories/ that `pytest -m record` writes",
     )
 
@@ -63,6 +63,15 @@ def _wait_sync(server: DevServer, timeout: float = 60.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where tests leave files for people to look at (screenshots); CI can keep the folder."""
+    default = Path(__file__).resolve().parents[1] / "test-artifacts"
+    folder = Path(os.environ.get("GEOSAGA_TEST_ARTIFACTS", default))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="session")

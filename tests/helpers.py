@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -64,6 +65,19 @@ async def place(
     api: httpx.AsyncClient, client: Client, body: dict[str, Any], key: str | None = None
 ) -> SagaState:
     return await outcome(client, await submit(api, body, key))
+
+
+async def until(
+    client: Client, order_id: str, condition: Callable[[SagaState], bool], timeout: float = 30.0
+) -> SagaState:
+    """Polls the saga's state query until `condition` holds; returns that state."""
+    handle = client.get_workflow_handle_for(OrderSaga.run, workflow_id(order_id))
+    for _ in range(int(timeout / 0.05)):
+        state = await handle.query(OrderSaga.state)
+        if condition(state):
+            return state
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{order_id} never got there: {state}")
 
 
 def on_hand(stores: Mapping[str, Store]) -> dict[str, dict[str, tuple[int, int]]]:

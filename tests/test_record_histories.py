@@ -1,11 +1,12 @@
 """Records the replay corpus in tests/histories/: one history per saga path.
 
-Not part of the normal run. Re-record after an intended change to the saga:
+Not part of the normal run. Re-record after an intended change to the saga, into a NEW folder:
 
-    .venv/bin/python -m pytest -m record tests/test_record_histories.py --histories=<folder>
+    .venv/bin/python -m pytest -m record tests/test_record_histories.py --histories=v3
 
-then replay them (`make test` does) and commit the JSON files. Keep older folders: replaying
-histories recorded by earlier code is what proves a change is safe behind `workflow.patched`.
+then replay them (`make test` does) and commit the JSON files. Never re-record into an existing
+folder: replaying histories recorded by earlier code is what proves a change is safe behind
+`workflow.patched` (tests/integration/test_patches.py replays v1 for that).
 """
 
 from __future__ import annotations
@@ -87,3 +88,18 @@ async def test_record_saga_paths(
     cluster.start("us-east")
     assert (await outcome(client, order_id)).status == SagaStatus.COMPENSATED
     await save(client, order_id, folder / "needs-attention-region-down.json")
+
+    # A void that can never succeed (tok_void_fail, nothing in stock), resolved by a person.
+    await cluster.stop("ap-south")
+    order_id = await submit(api, order("us-east", [("SKU-4", 1)], token="tok_void_fail"))
+    handle = client.get_workflow_handle_for(OrderSaga.run, workflow_id(order_id))
+    while (await handle.query(OrderSaga.state)).status != SagaStatus.NEEDS_ATTENTION:
+        await asyncio.sleep(0.1)
+    cluster.start("ap-south")
+    resolved = await api.post(
+        f"/orders/{order_id}/resolve",
+        json={"resolved_by": "ops@example.com", "note": "voided by hand in the gateway"},
+    )
+    assert resolved.status_code == 202, resolved.text
+    assert (await outcome(client, order_id)).status == SagaStatus.COMPENSATED
+    await save(client, order_id, folder / "needs-attention-resolved.json")

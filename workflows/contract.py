@@ -47,6 +47,8 @@ class StepStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     RETRYING = "retrying"
+    # An operator recorded that they undid this step by hand.
+    RESOLVED = "resolved"
 
 
 # Registered by the dev server flags and `geosaga setup`; kept current by the saga.
@@ -78,6 +80,8 @@ class SagaOptions(BaseModel):
     retry_maximum_interval_seconds: float = 10.0
     compensation_attempts_before_attention: int = 5
     compensation_attention_after_seconds: float = 30.0
+    # Rounds of a stuck compensation start further apart each time, up to this.
+    compensation_max_backoff_seconds: float = 300.0
 
 
 class OrderInput(BaseModel):
@@ -115,6 +119,15 @@ class StepRecord(BaseModel):
     finished_at: datetime | None = None
 
 
+class Resolution(BaseModel):
+    """An operator's record that they finished stuck compensations by hand."""
+
+    resolved_by: str
+    note: str
+    at: datetime
+    compensations: list[str]
+
+
 class SagaState(BaseModel):
     order_id: str
     customer_id: str
@@ -129,6 +142,7 @@ class SagaState(BaseModel):
     allocations: list[Allocation] = Field(default_factory=list)
     steps: list[StepRecord] = Field(default_factory=list)
     compensations: list[StepRecord] = Field(default_factory=list)
+    resolutions: list[Resolution] = Field(default_factory=list)
 
     @classmethod
     def begin(cls, order: OrderInput) -> SagaState:
@@ -148,5 +162,20 @@ class CancelRequest(BaseModel):
 
 class CancelResult(BaseModel):
     accepted: bool
+    stage: Stage
+    message: str
+
+
+class RetryCompensationRequest(BaseModel):
+    requested_by: str | None = None
+
+
+class ResolveRequest(BaseModel):
+    resolved_by: str = Field(min_length=1, max_length=100)
+    note: str = Field(min_length=1, max_length=1000)
+
+
+class OperatorResult(BaseModel):
+    status: SagaStatus
     stage: Stage
     message: str

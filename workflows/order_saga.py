@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from functools import partial
@@ -24,9 +25,11 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.contract import (
         ActivityName,
+        Allocated,
         AuthorisationKey,
         AuthorisePayment,
         ErrorType,
+        OrderOutcome,
         ReservationKey,
         ReserveStock,
         StepOutcome,
@@ -43,8 +46,12 @@ with workflow.unsafe.imports_passed_through():
         Allocation,
         CancelRequest,
         CancelResult,
+        OperatorResult,
         OrderInput,
         Reason,
+        Resolution,
+        ResolveRequest,
+        RetryCompensationRequest,
         SagaState,
         SagaStatus,
         Stage,
@@ -57,6 +64,15 @@ with workflow.unsafe.imports_passed_through():
 R = TypeVar("R", bound=BaseModel)
 
 _CANCELLED = "cancelled before payment was captured"
+
+# Changes to released code paths, each behind workflow.patched so older histories replay.
+# Every saga ends by publishing its outcome from the home region.
+PATCH_RECORD_OUTCOME = "record-outcome"
+# Stuck compensations back off further each round and answer operators (retry now, resolve).
+PATCH_OPERATOR_ACTIONS = "operator-actions"
+# Payment is authorised while stock is allocated, not after: one step shorter, and an order
+# that turns out to be unavailable voids its authorisation.
+PATCH_AUTHORISE_ALONGSIDE = "authorise-alongside-allocation"
 
 # Forward steps after the pivot and every compensation retry until they succeed.
 _FOREVER = 0
@@ -95,6 +111,9 @@ class OrderSaga:
         self._prepare_task: asyncio.Task[None] | None = None
         self._pivot_reached = False
         self._cancel_requested = False
+        self._retry_round = 0
+        # False while replaying a compensation that began before operators could act on it.
+        self._answers_operators = False
 
     @workflow.run
     async def run(self, order: OrderInput) -> SagaState:
@@ -118,6 +137,7 @@ class OrderSaga:
             return await self._abort(aborted.reason, aborted.message)
         await shielded(self._commit())
         if self._state.status != SagaStatus.NEEDS_ATTENTION:
+            await shielded(self._record_outcome(SagaStatus.COMPLETED))
             self._state.stage = Stage.DONE
             self._set_status(SagaStatus.COMPLETED)
         return self._state
@@ -162,6 +182,54 @@ class OrderSaga:
                 "the order already failed and is being compensated", type="CancelRefused"
             )
 
+    @workflow.update(name="retry_compensation")
+    def retry_compensation(self, request: RetryCompensationRequest) -> OperatorResult:
+        """Starts the next round of every stuck compensation now instead of after its backoff."""
+        self._retry_round += 1
+        stuck = ", ".join(f"{c.name} in {c.region}" for c in self._stuck())
+        who = f" by {request.requested_by}" if request.requested_by else ""
+        workflow.logger.info("compensation retry requested%s: %s", who, stuck)
+        return self._operator_result(f"retrying now: {stuck}")
+
+    @retry_compensation.validator
+    def _validate_retry_compensation(self, request: RetryCompensationRequest) -> None:
+        self._require_stuck()
+
+    @workflow.update(name="resolve")
+    def resolve(self, request: ResolveRequest) -> OperatorResult:
+        """Records that an operator undid the stuck compensations by hand; the saga moves on."""
+        stuck = self._stuck()
+        resolution = Resolution(
+            resolved_by=request.resolved_by,
+            note=request.note,
+            at=workflow.now(),
+            compensations=[f"{c.name} in {c.region}" for c in stuck],
+        )
+        for record in stuck:
+            record.status = StepStatus.RESOLVED
+        self._state.resolutions.append(resolution)
+        self._publish()
+        workflow.logger.info("resolved by %s: %s", request.resolved_by, request.note)
+        return self._operator_result(
+            f"resolved {', '.join(resolution.compensations)}; the saga continues compensating"
+        )
+
+    @resolve.validator
+    def _validate_resolve(self, request: ResolveRequest) -> None:
+        self._require_stuck()
+
+    def _stuck(self) -> list[StepRecord]:
+        return [c for c in self._state.compensations if c.status == StepStatus.RETRYING]
+
+    def _require_stuck(self) -> None:
+        if not self._stuck() or not self._answers_operators:
+            raise ApplicationError(
+                "no compensation of this order is waiting for an operator", type="NothingStuck"
+            )
+
+    def _operator_result(self, message: str) -> OperatorResult:
+        return OperatorResult(status=self._state.status, stage=self._state.stage, message=message)
+
     # Forward path -----------------------------------------------------------------------------
 
     async def _prepare(self) -> None:
@@ -170,15 +238,32 @@ class OrderSaga:
         Cancelling a task whose activity has already finished does not stop it, so the flag is
         checked again between steps and, last, just before the pivot.
         """
+        if workflow.patched(PATCH_AUTHORISE_ALONGSIDE):
+            authorising = asyncio.ensure_future(self._authorise())
+            try:
+                await self._allocate()
+            except (Exception, asyncio.CancelledError) as failure:
+                if self._cancel_requested or is_cancellation(failure):
+                    authorising.cancel()
+                # Otherwise the authorisation may finish first: a hold that is known is voided
+                # for certain, where one cancelled in flight leaves only a tombstone to stop it.
+                await asyncio.gather(authorising, return_exceptions=True)
+                raise
+            await authorising
+        else:
+            await self._allocate()
+            await self._authorise()
+        self._honour_cancel()
+        self._pivot_reached = True
+
+    async def _allocate(self) -> None:
         picks = await self._plan()
         self._honour_cancel()
         self._state.stage = Stage.RESERVING
         await self._reserve(picks)
         self._honour_cancel()
+        # Reservations are held; what is left before the pivot is the authorisation.
         self._state.stage = Stage.AUTHORISING
-        await self._authorise()
-        self._honour_cancel()
-        self._pivot_reached = True
 
     def _honour_cancel(self) -> None:
         if self._cancel_requested:
@@ -254,6 +339,10 @@ class OrderSaga:
         for result in results:
             if isinstance(result, BaseException):
                 raise self._aborted(result, Reason.OUT_OF_STOCK) from result
+        undone = [r for r in results if isinstance(r, StepOutcome) and r.status != "held"]
+        if undone:
+            # Only a rerun of this order sees this: an earlier run released the reservation.
+            raise SagaAborted(Reason.CANCELLED, f"reservation in {undone[0].region} was undone")
 
     async def _reserve_in(self, region: str, lines: list[StockLine]) -> StepOutcome:
         allocation = self._order.options.allocation_timeout_seconds
@@ -280,7 +369,7 @@ class OrderSaga:
         home, order = self._order.home_region, self._order
         self._undo.push("void payment", self._void)
         try:
-            await self._tracked(
+            authorised = await self._tracked(
                 self._state.steps,
                 "authorise",
                 home,
@@ -307,6 +396,9 @@ class OrderSaga:
             )
         except ActivityError as failed:
             raise self._aborted(failed, Reason.PAYMENT_DECLINED) from failed
+        if authorised.status != "authorised":
+            # Only a rerun of this order sees this: an earlier run voided the authorisation.
+            raise SagaAborted(Reason.CANCELLED, "the payment authorisation was voided")
 
     async def _capture(self) -> None:
         home, order = self._order.home_region, self._order
@@ -367,6 +459,36 @@ class OrderSaga:
             ),
         )
 
+    async def _record_outcome(self, status: SagaStatus) -> None:
+        """Publishes the outcome from the home region, retried until it is written."""
+        if not workflow.patched(PATCH_RECORD_OUTCOME):
+            return
+        order, home = self._order, self._order.home_region
+        await self._tracked(
+            self._state.steps,
+            "record_outcome",
+            home,
+            str(status),
+            workflow.execute_activity(
+                ActivityName.RECORD_OUTCOME,
+                OrderOutcome(
+                    key=self._key("outcome", home),
+                    order_id=order.order_id,
+                    customer_id=order.customer_id,
+                    status=status.value,
+                    reason=self._state.reason.value if self._state.reason else None,
+                    total=order.total,
+                    currency=order.currency,
+                    allocations=[Allocated(**a.model_dump()) for a in self._state.allocations],
+                ),
+                task_queue=order.regions[home],
+                result_type=StepOutcome,
+                start_to_close_timeout=_ACTIVITY_RUN_LIMIT,
+                retry_policy=self._retry(maximum_attempts=_FOREVER),
+                summary=f"record order {status} in {home}",
+            ),
+        )
+
     # Compensation -----------------------------------------------------------------------------
 
     async def _abort(self, reason: Reason, message: str) -> SagaState:
@@ -382,6 +504,8 @@ class OrderSaga:
             self._state.message = f"{message}; {failed}"
             self._set_status(SagaStatus.NEEDS_ATTENTION)
             return self._state
+        self._state.message = message
+        await shielded(self._record_outcome(SagaStatus.COMPENSATED))
         self._state.stage = Stage.DONE
         self._set_status(SagaStatus.COMPENSATED)
         return self._state
@@ -418,12 +542,21 @@ class OrderSaga:
     async def _compensate(
         self, name: str, region: str, detail: str, attempt: Callable[[], Awaitable[StepOutcome]]
     ) -> None:
-        """Retries an undo until it succeeds; a failed round marks the saga needs_attention."""
+        """Retries an undo until it succeeds or an operator resolves it.
+
+        After a failed round the saga needs attention; the next round starts after a backoff
+        that doubles up to a cap, or at once when an operator asks for a retry.
+        """
         record = self._begin(self._state.compensations, name, region, detail)
+        answers_operators = workflow.patched(PATCH_OPERATOR_ACTIONS)
+        self._answers_operators = answers_operators
         rounds_failed = 0
         while True:
             try:
-                outcome = await attempt()
+                if answers_operators:
+                    outcome = await self._unless_resolved(record, attempt)
+                else:
+                    outcome = await attempt()
             except ActivityError as failed:
                 record.attempts += _attempts_used(
                     failed, self._order.options.compensation_attempts_before_attention
@@ -436,13 +569,47 @@ class OrderSaga:
                 record.status = StepStatus.RETRYING
                 self._state.message = f"{name} in {region} keeps failing: {record.error}"
                 self._set_status(SagaStatus.NEEDS_ATTENTION)
-                await workflow.sleep(self._order.options.retry_maximum_interval_seconds)
+                if answers_operators:
+                    await self._before_next_round(record, rounds_failed)
+                else:
+                    await workflow.sleep(self._order.options.retry_maximum_interval_seconds)
                 continue
-            record.attempts += outcome.attempt
-            self._finish(record, StepStatus.SUCCEEDED)
-            if rounds_failed and self._state.status == SagaStatus.NEEDS_ATTENTION:
+            if outcome is None:
+                self._finish(record, StepStatus.RESOLVED)
+            else:
+                record.attempts += outcome.attempt
+                self._finish(record, StepStatus.SUCCEEDED)
+            if rounds_failed and not self._stuck():
                 self._set_status(SagaStatus.RUNNING)
             return
+
+    async def _unless_resolved(
+        self, record: StepRecord, attempt: Callable[[], Awaitable[StepOutcome]]
+    ) -> StepOutcome | None:
+        """One round of an undo, abandoned (None) if an operator resolves it meanwhile."""
+        if record.status == StepStatus.RESOLVED:
+            return None
+        round_ = asyncio.ensure_future(attempt())
+        await workflow.wait_condition(lambda: round_.done() or record.status == StepStatus.RESOLVED)
+        if round_.done():
+            return await round_
+        round_.cancel()
+        with contextlib.suppress(ActivityError, asyncio.CancelledError):
+            await round_
+        return None
+
+    async def _before_next_round(self, record: StepRecord, rounds_failed: int) -> None:
+        options = self._order.options
+        backoff = min(
+            options.retry_maximum_interval_seconds * 2 ** (rounds_failed - 1),
+            options.compensation_max_backoff_seconds,
+        )
+        asked = self._retry_round
+        with contextlib.suppress(asyncio.TimeoutError):
+            await workflow.wait_condition(
+                lambda: self._retry_round != asked or record.status == StepStatus.RESOLVED,
+                timeout=timedelta(seconds=backoff),
+            )
 
     async def _compensation_activity(
         self, activity: ActivityName, request: BaseModel, region: str, summary: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from workflows.contract import SagaState, StepRecord
+from workflows.contract import OrderInput, SagaState, StepRecord
 
 
 class _Line(Protocol):
@@ -18,6 +18,14 @@ class _Line(Protocol):
 def describe_lines(lines: Sequence[_Line]) -> str:
     """'2 × SKU-7, 1 × SKU-1'"""
     return ", ".join(f"{line.quantity} × {line.sku}" for line in lines)
+
+
+def saga_summary(order: OrderInput) -> str:
+    """'order 7f3a: 3 lines, 129.90 USD, home eu-west' — the saga's one line in the Web UI."""
+    lines = f"{len(order.lines)} line{'' if len(order.lines) == 1 else 's'}"
+    return (
+        f"order {order.order_id}: {lines}, {order.total} {order.currency}, home {order.home_region}"
+    )
 
 
 def step_table(state: SagaState) -> str:

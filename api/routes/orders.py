@@ -1,20 +1,23 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
 
-from api import sagas
+from api import operations, sagas
 from api.schemas import (
     ID_PATTERN,
-    CancelAccepted,
+    ActionAccepted,
     ErrorBody,
     OrderAccepted,
     OrderRequest,
     OrderSummary,
     OrderView,
+    RerunAccepted,
+    ResolutionIn,
 )
-from api.services import ServicesDep
+from api.services import Services, ServicesDep
 from workflows.contract import SagaStatus
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -92,18 +95,72 @@ async def get_order(order_id: OrderId, services: ServicesDep) -> OrderView:
 @router.post(
     "/{order_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=CancelAccepted,
+    response_model=ActionAccepted,
     responses=_ERRORS,
 )
-async def cancel_order(order_id: OrderId, services: ServicesDep) -> CancelAccepted:
+async def cancel_order(order_id: OrderId, services: ServicesDep) -> ActionAccepted:
     """Accepted before payment capture (the saga compensates); 409 once captured."""
+    return await _act(services, order_id, operations.cancel(services.client, order_id, "api"))
+
+
+@router.post(
+    "/{order_id}/compensations/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ActionAccepted,
+    responses=_ERRORS,
+)
+async def retry_compensations(order_id: OrderId, services: ServicesDep) -> ActionAccepted:
+    """Retries a needs-attention saga's stuck compensations now; 409 if none is stuck."""
+    action = operations.retry_compensation(services.client, order_id, "api")
+    return await _act(services, order_id, action)
+
+
+@router.post(
+    "/{order_id}/resolve",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ActionAccepted,
+    responses=_ERRORS,
+)
+async def resolve(
+    order_id: OrderId, resolution: ResolutionIn, services: ServicesDep
+) -> ActionAccepted:
+    """Records that stuck compensations were done by hand; the saga finishes compensating."""
+    action = operations.resolve(services.client, order_id, resolution.resolved_by, resolution.note)
+    return await _act(services, order_id, action)
+
+
+@router.post(
+    "/{order_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RerunAccepted,
+    responses=_ERRORS,
+)
+async def rerun(order_id: OrderId, services: ServicesDep) -> RerunAccepted:
+    """Runs a failed or terminated saga again: reset to its last good point, or a fresh run."""
     try:
-        message = await sagas.cancel(services.client, order_id, requested_by="api")
+        done = await operations.rerun(
+            services.client, services.settings, order_id, reason="rerun requested through the API"
+        )
     except sagas.OrderNotFound:
         raise HTTPException(404, f"no order {order_id!r}") from None
-    except sagas.CancelRefused as refused:
+    except operations.Refused as refused:
         raise HTTPException(409, str(refused)) from None
-    return CancelAccepted(
+    return RerunAccepted(
+        order_id=order_id,
+        action=done.action,
+        run_id=done.run_id,
+        links=sagas.links(services.settings, order_id),
+    )
+
+
+async def _act(services: Services, order_id: str, action: Awaitable[str]) -> ActionAccepted:
+    try:
+        message = await action
+    except sagas.OrderNotFound:
+        raise HTTPException(404, f"no order {order_id!r}") from None
+    except operations.Refused as refused:
+        raise HTTPException(409, str(refused)) from None
+    return ActionAccepted(
         order_id=order_id,
         accepted=True,
         message=message,

@@ -190,7 +190,7 @@ async def test_order_view_and_listing(
     assert view["status"] == "completed"
     assert view["total"] == "12.50"
     assert view["links"]["ui"] == settings.ui_workflow_url(workflow_id(done.order_id))
-    assert [step["name"] for step in view["steps"]][-1] == "commit"
+    assert [step["name"] for step in view["steps"]][-2:] == ["commit", "record_outcome"]
     assert [o["order_id"] for o in compensated] == [declined.order_id]
     assert compensated[0]["reason"] == "payment_declined"
     assert {o["order_id"] for o in everything} == {done.order_id, declined.order_id}

@@ -1,0 +1,41 @@
+"""The order's own record in its home region: the saga's outcome, published as an event."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlmodel import Session
+from temporalio import activity
+
+from activities.contract import ActivityName, OrderOutcome, StepOutcome
+from activities.idempotency import once
+from activities.region_bound import RegionBound, with_attempt
+
+_EVENT_BY_STATUS = {"completed": "OrderCompleted", "compensated": "OrderCompensated"}
+
+
+class OrderActivities(RegionBound):
+    def all(self) -> Sequence[Callable[..., Any]]:
+        return [self.record_outcome]
+
+    @activity.defn(name=ActivityName.RECORD_OUTCOME)
+    def record_outcome(self, outcome: OrderOutcome) -> StepOutcome:
+        recorded = once(
+            self._store, "outcome", outcome.key, lambda session: self._record(session, outcome)
+        )
+        return with_attempt(recorded)
+
+    def _record(self, session: Session, outcome: OrderOutcome) -> StepOutcome:
+        self._order_event(
+            session,
+            _EVENT_BY_STATUS.get(outcome.status, "OrderEnded"),
+            outcome.order_id,
+            customer_id=outcome.customer_id,
+            status=outcome.status,
+            reason=outcome.reason,
+            total=str(outcome.total),
+            currency=outcome.currency,
+            allocations=outcome.allocations,
+        )
+        return self._outcome(outcome.key, outcome.status)

@@ -1,0 +1,135 @@
+"""Operator commands: sagas that need attention, and reruns of failed ones."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from temporalio.client import Client
+
+from geosaga.settings import Settings
+from geosaga.temporal import connect
+
+T = TypeVar("T")
+
+attention = typer.Typer(help="Sagas whose compensation is stuck and waits for a person.")
+console = Console()
+
+
+def _run(action: Callable[[Client, Settings], Awaitable[T]]) -> T:
+    settings = Settings()
+
+    async def main() -> T:
+        return await action(await connect(settings), settings)
+
+    return asyncio.run(main())
+
+
+def _refusals(action: Callable[[Client, Settings], Awaitable[str]]) -> None:
+    from api.operations import Refused
+    from api.sagas import OrderNotFound
+
+    try:
+        console.print(_run(action))
+    except (Refused, OrderNotFound) as refused:
+        console.print(f"[red]{type(refused).__name__}: {refused}")
+        raise typer.Exit(1) from None
+
+
+@attention.command("list")
+def list_stuck(
+    limit: Annotated[int, typer.Option(help="At most this many")] = 100,
+) -> None:
+    """List the sagas in needs_attention, from Temporal visibility."""
+    from api.sagas import search
+    from workflows.contract import SagaStatus
+
+    found = _run(
+        lambda client, settings: search(
+            client,
+            settings,
+            status=SagaStatus.NEEDS_ATTENTION,
+            region=None,
+            customer=None,
+            limit=limit,
+        )
+    )
+    rows = [
+        (
+            order.order_id,
+            order.customer_id or "",
+            order.home_region or "",
+            ",".join(order.regions),
+            f"{order.started_at:%Y-%m-%d %H:%M:%S}" if order.started_at else "",
+            order.links.ui,
+        )
+        for order in found
+    ]
+    if not console.is_terminal:
+        # Piped: one tab-separated line per saga, for scripts (`| cut -f1`).
+        for row in rows:
+            console.out("\t".join(row), highlight=False)
+        return
+    table = Table("order", "customer", "home", "regions", "started", "Web UI")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table if rows else "no saga needs attention")
+
+
+@attention.command("retry")
+def retry_now(order_id: str, by: Annotated[str, typer.Option(help="Who asks")] = "cli") -> None:
+    """Start the next round of a saga's stuck compensations now."""
+    from api.operations import retry_compensation
+
+    _refusals(lambda client, _: retry_compensation(client, order_id, by))
+
+
+@attention.command("resolve")
+def resolve(
+    order_id: str,
+    by: Annotated[str, typer.Option(help="Who resolved it")],
+    why: Annotated[str, typer.Option(help="What was done by hand, and why")],
+) -> None:
+    """Record that the stuck compensations were done by hand; the saga ends compensated."""
+    from api.operations import resolve as resolve_saga
+
+    _refusals(lambda client, _: resolve_saga(client, order_id, by, why))
+
+
+def rerun(
+    order_ids: Annotated[list[str] | None, typer.Argument(help="Orders to rerun")] = None,
+    query: Annotated[
+        str | None,
+        typer.Option(help='A visibility query, e.g. ExecutionStatus="Terminated"'),
+    ] = None,
+) -> None:
+    """Rerun failed or terminated sagas: reset to the last good point, or start afresh."""
+    from api.operations import Refused
+    from api.operations import rerun as rerun_saga
+    from workflows.contract import WORKFLOW_ID_PREFIX, WORKFLOW_NAME
+
+    async def main(client: Client, settings: Settings) -> int:
+        targets = list(order_ids or [])
+        if query:
+            wanted = f"WorkflowType = '{WORKFLOW_NAME}' AND ({query})"
+            async for execution in client.list_workflows(wanted):
+                targets.append(execution.id.removeprefix(WORKFLOW_ID_PREFIX))
+        failures = 0
+        for order_id in dict.fromkeys(targets):
+            try:
+                done = await rerun_saga(client, settings, order_id, reason="geosaga retry")
+            except Refused as refused:
+                failures += 1
+                console.print(f"[yellow]{order_id}: {refused}")
+                continue
+            console.print(f"{order_id}: {done.action}, new run {done.run_id}")
+        if not targets:
+            console.print("nothing to rerun")
+        return failures
+
+    if _run(main):
+        raise typer.Exit(1)
