@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from workflows.contract import Allocation, Reason, SagaStatus, Stage, StepRecord
+from workflows.contract import Allocation, Reason, Resolution, SagaStatus, Stage, StepRecord
 
 # Identifiers: printable ASCII without spaces or quotes, so they are safe in URLs and queries.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
@@ -62,6 +62,7 @@ class OrderView(BaseModel):
     allocations: list[Allocation]
     steps: list[StepRecord]
     compensations: list[StepRecord]
+    resolutions: list[Resolution]
     workflow_status: str
     links: Links
 

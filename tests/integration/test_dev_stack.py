@@ -30,6 +30,8 @@ EXPECTED = {
     "demo-declined": ("compensated", "payment_declined"),
     "demo-out-of-stock": ("compensated", "out_of_stock"),
     "demo-cancel": ("compensated", "cancelled"),
+    # Resolved by hand in the walkthrough once it needs attention.
+    "demo-stuck": ("compensated", "out_of_stock"),
 }
 
 
@@ -124,22 +126,29 @@ def json_documents(text: str) -> list[dict[str, object]]:
     return documents
 
 
-def wait_for_end(api: str, order_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
+def wait_for_status(api: str, order_id: str, *statuses: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         view: dict[str, Any] = httpx.get(f"{api}/orders/{order_id}", timeout=10).json()
-        if view.get("status") in ("completed", "compensated"):
+        if view.get("status") in statuses:
             return view
         time.sleep(0.2)
-    raise AssertionError(f"{order_id} did not finish: {view}")
+    raise AssertionError(f"{order_id} never reached {statuses}: {view}")
+
+
+def wait_for_end(api: str, order_id: str) -> dict[str, Any]:
+    return wait_for_status(api, order_id, "completed", "compensated")
 
 
 def test_readme_walkthrough_on_the_dev_stack(stack: Stack, dev_env: dict[str, str]) -> None:
     commands = walkthrough_commands()
-    assert len(commands) >= 6, "the README walkthrough lost its curl blocks"
+    assert len(commands) >= 8, "the README walkthrough lost its curl blocks"
 
     outputs = []
     for block in commands:
+        if "/compensations/retry" in block:
+            # The walkthrough says to wait until the saga shows needs_attention.
+            wait_for_status(stack.api, "demo-stuck", "needs_attention")
         script = block.replace(CONTRACT_API, stack.api)
         run = subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
@@ -154,6 +163,9 @@ def test_readme_walkthrough_on_the_dev_stack(stack: Stack, dev_env: dict[str, st
         assert (view["status"], view["reason"]) == (status, reason), view
     split = wait_for_end(stack.api, "demo-split")
     assert {a["region"] for a in split["allocations"]} == {"eu-west", "us-east"}
+    stuck = wait_for_end(stack.api, "demo-stuck")
+    assert stuck["resolutions"][0]["resolved_by"] == "you@example.com"
+    assert [c["status"] for c in stuck["compensations"]] == ["resolved"]
     listed = httpx.get(f"{stack.api}/orders?status=compensated").json()
     assert {"demo-declined", "demo-out-of-stock", "demo-cancel"} <= {o["order_id"] for o in listed}
 
