@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -22,7 +23,7 @@ from geosaga.devserver import DevServer
 from regions.store import Store
 from tests.browser import SharedChromium, WorkflowPages, read_workflow
 from tests.cluster import Cluster
-from tests.helpers import order, outcome, place, stock, submit
+from tests.helpers import new_key, order, outcome, place, stock, submit
 from workflows.contract import Allocation, Reason, SagaState, SagaStatus, Stage, workflow_id
 
 pytestmark = [
@@ -298,3 +299,29 @@ async def until_stage(
         if loop.time() > deadline:
             pytest.fail(f"order {order_id} never reached stage {stage} in {timeout}s: {seen}")
         await asyncio.sleep(0.05)
+
+
+async def test_a_compensated_order_is_found_by_search_attribute_in_the_workflow_list(
+    api: httpx.AsyncClient,
+    client: Client,
+    stores: dict[str, Store],
+    temporal_server: DevServer,
+    chromium: SharedChromium,
+) -> None:
+    stock(stores, {"eu-west": {"SKU-1": 5}})
+    customer = f"c-{new_key()}"
+    declined = await place(api, client, order("eu-west", [("SKU-1", 1)], "tok_decline", customer))
+    completed = await place(api, client, order("eu-west", [("SKU-1", 1)], "tok_ok", customer))
+    query = f'SagaStatus="compensated" AND HomeRegion="eu-west" AND CustomerId="{customer}"'
+    url = f"{temporal_server.ui_url}/namespaces/default/workflows?query={quote(query)}"
+
+    def search() -> str:
+        page = chromium.get().open(url)
+        try:
+            return page.wait_for_text([workflow_id(declined.order_id)])
+        finally:
+            page.close()
+
+    listed = await asyncio.to_thread(search)
+
+    assert workflow_id(completed.order_id) not in listed
