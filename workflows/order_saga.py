@@ -1,4 +1,5 @@
-"""The order saga: plan, reserve in regions, authorise, capture (the pivot), commit."""
+"""The order saga: allocate stock across regions while payment is authorised in the home
+region, capture payment (the pivot), commit stock, record the outcome; or compensate."""
 
 from __future__ import annotations
 
@@ -99,8 +100,10 @@ class SagaAborted(Exception):
 class OrderSaga:
     """One order as a saga.
 
-    Query `state` returns the step table. Update `cancel` answers at once: accepted before the
-    pivot (the saga compensates), refused once payment capture has begun.
+    Query `state`: the saga's step table. Updates, each answering at once:
+    `cancel` — accepted before the pivot (the saga compensates), refused once capture began;
+    `retry_compensation` — start the next round of stuck compensations now;
+    `resolve` — record that a person finished the stuck compensations by hand.
     """
 
     @workflow.init
