@@ -10,6 +10,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from regions.events import Envelope
+
 
 class ActivityName(StrEnum):
     CHECK_STOCK = "check_stock"
@@ -20,6 +22,9 @@ class ActivityName(StrEnum):
     VOID_PAYMENT = "void_payment"
     CAPTURE_PAYMENT = "capture_payment"
     RECORD_OUTCOME = "record_outcome"
+    READ_OUTBOX = "read_outbox"
+    APPLY_EVENTS = "apply_events"
+    REPLICATION_CURSOR = "replication_cursor"
 
 
 class ErrorType(StrEnum):
@@ -110,3 +115,30 @@ class StepOutcome(BaseModel):
     message: str | None = None
     attempt: int = 1
     repeated: bool = False
+
+
+class ReadOutbox(BaseModel):
+    after_id: int
+    limit: int
+    wait_seconds: float
+
+
+class OutboxBatch(BaseModel):
+    events: list[Envelope]
+
+
+class ApplyEvents(BaseModel):
+    source_region: str
+    events: list[Envelope]
+
+
+class AppliedEvents(BaseModel):
+    applied: int
+    duplicates: int
+    held_back: int
+    dead_lettered: int
+    conflicts: int
+
+
+class CursorRequest(BaseModel):
+    source_region: str

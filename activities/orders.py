@@ -11,8 +11,7 @@ from temporalio import activity
 from activities.contract import ActivityName, OrderOutcome, StepOutcome
 from activities.idempotency import once
 from activities.region_bound import RegionBound, with_attempt
-
-_EVENT_BY_STATUS = {"completed": "OrderCompleted", "compensated": "OrderCompensated"}
+from regions.events import Allocated, OrderEnded
 
 
 class OrderActivities(RegionBound):
@@ -27,15 +26,17 @@ class OrderActivities(RegionBound):
         return with_attempt(recorded)
 
     def _record(self, session: Session, outcome: OrderOutcome) -> StepOutcome:
-        self._order_event(
+        self._publish(
             session,
-            _EVENT_BY_STATUS.get(outcome.status, "OrderEnded"),
-            outcome.order_id,
-            customer_id=outcome.customer_id,
-            status=outcome.status,
-            reason=outcome.reason,
-            total=str(outcome.total),
-            currency=outcome.currency,
-            allocations=outcome.allocations,
+            OrderEnded(
+                region=self.region,
+                order_id=outcome.order_id,
+                customer_id=outcome.customer_id,
+                status=outcome.status,
+                reason=outcome.reason,
+                total=outcome.total,
+                currency=outcome.currency,
+                allocations=[Allocated(**a.model_dump()) for a in outcome.allocations],
+            ),
         )
         return self._outcome(outcome.key, outcome.status)

@@ -23,6 +23,7 @@ from activities.contract import (
 from activities.gateway import GatewayAuthorisation, GatewayRejected, PaymentGateway
 from activities.idempotency import once, previous_outcome
 from activities.region_bound import RegionBound, refusal, with_attempt
+from regions import events
 from regions.models import Authorisation, AuthorisationStatus, Capture, utcnow
 from regions.money import from_minor, to_minor
 from regions.store import Store
@@ -137,13 +138,17 @@ class PaymentActivities(RegionBound):
                 decline_reason=decision.decline_reason,
             )
         )
-        self._order_event(
+        common = {
+            "region": self.region,
+            "order_id": request.order_id,
+            "amount": request.amount,
+            "currency": request.currency,
+        }
+        self._publish(
             session,
-            "PaymentAuthorised" if decision.approved else "PaymentDeclined",
-            request.order_id,
-            amount=str(request.amount),
-            currency=request.currency,
-            reason=decision.decline_reason,
+            events.PaymentAuthorised(**common)
+            if decision.approved
+            else events.PaymentDeclined(**common, reason=decision.decline_reason),
         )
         return self._outcome(
             request.key,
@@ -184,7 +189,7 @@ class PaymentActivities(RegionBound):
         authorisation.status = AuthorisationStatus.VOIDED
         authorisation.updated_at = utcnow()
         session.add(authorisation)
-        self._order_event(session, "PaymentVoided", request.order_id)
+        self._publish(session, events.PaymentVoided(region=self.region, order_id=request.order_id))
         return self._outcome(
             request.key, AuthorisationStatus.VOIDED, gateway_ref=authorisation.gateway_ref
         )
@@ -207,12 +212,14 @@ class PaymentActivities(RegionBound):
                 gateway_ref=capture_ref,
             )
         )
-        self._order_event(
+        self._publish(
             session,
-            "PaymentCaptured",
-            request.order_id,
-            amount=str(from_minor(authorisation.amount_minor)),
-            currency=authorisation.currency,
+            events.PaymentCaptured(
+                region=self.region,
+                order_id=request.order_id,
+                amount=from_minor(authorisation.amount_minor),
+                currency=authorisation.currency,
+            ),
         )
         return self._outcome(request.key, AuthorisationStatus.CAPTURED, gateway_ref=capture_ref)
 

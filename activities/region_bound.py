@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
 from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.contract import ErrorType, StepOutcome
+from regions.events import OrderEvent
 from regions.outbox import record_event
 from regions.store import Store
 
@@ -22,22 +22,8 @@ class RegionBound:
     def region(self) -> str:
         return self._store.region
 
-    def _order_event(
-        self, session: Session, event_type: str, order_id: str, **payload: Any
-    ) -> None:
-        body = {
-            name: [item.model_dump(mode="json") for item in value]
-            if isinstance(value, list) and value and isinstance(value[0], BaseModel)
-            else value
-            for name, value in payload.items()
-        }
-        record_event(
-            session,
-            event_type=event_type,
-            aggregate_type="order",
-            aggregate_id=order_id,
-            payload={"region": self.region, "order_id": order_id, **body},
-        )
+    def _publish(self, session: Session, event: OrderEvent) -> None:
+        record_event(session, self.region, event, event.order_id)
 
     def _outcome(self, key: str, status: str, **fields: Any) -> StepOutcome:
         return StepOutcome(key=key, region=self.region, status=status, **fields)

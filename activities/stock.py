@@ -22,7 +22,7 @@ from activities.contract import (
 )
 from activities.idempotency import once
 from activities.region_bound import RegionBound, refusal, with_attempt
-from regions import inventory
+from regions import events, inventory
 from regions.models import Reservation, ReservationLine, ReservationStatus, utcnow
 
 
@@ -87,7 +87,14 @@ class StockActivities(RegionBound):
                     key=request.key, order_id=request.order_id, status=ReservationStatus.REJECTED
                 )
             )
-            self._order_event(session, "ReservationRejected", request.order_id, shortages=shortages)
+            self._publish(
+                session,
+                events.ReservationRejected(
+                    region=self.region,
+                    order_id=request.order_id,
+                    shortages=[events.Shortage(**s.model_dump()) for s in shortages],
+                ),
+            )
             return self._outcome(
                 request.key,
                 ReservationStatus.REJECTED,
@@ -107,7 +114,13 @@ class StockActivities(RegionBound):
             session.add(
                 ReservationLine(reservation_key=request.key, sku=line.sku, quantity=line.quantity)
             )
-        self._order_event(session, "StockReserved", request.order_id, lines=request.lines)
+        self._publish(
+            session,
+            events.StockReserved(
+                region=self.region, order_id=request.order_id, lines=_lines(request.lines)
+            ),
+        )
+        inventory.publish_levels(session, self.region, rows.values(), "reserved", request.order_id)
         return self._outcome(request.key, ReservationStatus.HELD, lines=request.lines)
 
     def _release(self, session: Session, request: ReservationKey) -> StepOutcome:
@@ -119,7 +132,10 @@ class StockActivities(RegionBound):
                     key=request.key, order_id=request.order_id, status=ReservationStatus.RELEASED
                 )
             )
-            self._order_event(session, "StockReleased", request.order_id, lines=[])
+            self._publish(
+                session,
+                events.StockReleased(region=self.region, order_id=request.order_id, lines=[]),
+            )
             return self._outcome(
                 request.key, ReservationStatus.RELEASED, message="nothing was reserved"
             )
@@ -132,7 +148,12 @@ class StockActivities(RegionBound):
         if reservation.status != ReservationStatus.HELD:
             return self._outcome(request.key, reservation.status, message="nothing was held")
         lines = self._settle(session, reservation, ReservationStatus.RELEASED, consume=False)
-        self._order_event(session, "StockReleased", request.order_id, lines=lines)
+        self._publish(
+            session,
+            events.StockReleased(
+                region=self.region, order_id=request.order_id, lines=_lines(lines)
+            ),
+        )
         return self._outcome(request.key, ReservationStatus.RELEASED, lines=lines)
 
     def _commit(self, session: Session, request: ReservationKey) -> StepOutcome:
@@ -145,7 +166,12 @@ class StockActivities(RegionBound):
                 non_retryable=True,
             )
         lines = self._settle(session, reservation, ReservationStatus.COMMITTED, consume=True)
-        self._order_event(session, "StockCommitted", request.order_id, lines=lines)
+        self._publish(
+            session,
+            events.StockCommitted(
+                region=self.region, order_id=request.order_id, lines=_lines(lines)
+            ),
+        )
         return self._outcome(request.key, ReservationStatus.COMMITTED, lines=lines)
 
     def _settle(
@@ -171,4 +197,11 @@ class StockActivities(RegionBound):
         reservation.status = status
         reservation.updated_at = utcnow()
         session.add(reservation)
+        inventory.publish_levels(
+            session, self.region, rows.values(), str(status), reservation.order_id
+        )
         return [StockLine(sku=line.sku, quantity=line.quantity) for line in held]
+
+
+def _lines(lines: list[StockLine]) -> list[events.Line]:
+    return [events.Line(sku=line.sku, quantity=line.quantity) for line in lines]

@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     compensation_attention_after_seconds: float = 30.0
     compensation_max_backoff_seconds: float = 300.0
 
+    # Replication: every region's outbox relayed to every region (itself included, so that
+    # each region's read models come from events alone).
+    replication: bool = True
+    replication_batch_size: int = 100
+    replication_poll_seconds: float = 2.0
+    replication_max_attempts: int = 5
+
     @field_validator("regions", mode="before")
     @classmethod
     def _split_regions(cls, value: object) -> object:

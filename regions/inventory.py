@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlmodel import Session, col, select
 
 from regions.catalog import PRODUCTS
+from regions.events import StockLevelChanged
 from regions.models import Stock, utcnow
 from regions.outbox import record_event
 from regions.store import Store
@@ -68,11 +69,25 @@ def set_on_hand(store: Store, sku: str, on_hand: int) -> StockLevel:
         row.on_hand = on_hand
         row.updated_at = utcnow()
         session.add(row)
-        record_event(
-            session,
-            event_type="StockAdjusted",
-            aggregate_type="stock",
-            aggregate_id=sku,
-            payload={"region": store.region, "sku": sku, "on_hand": on_hand, "was": previous},
-        )
+        publish_levels(session, store.region, [row], f"adjusted from {previous}")
         return StockLevel(row.sku, row.on_hand, row.reserved)
+
+
+def publish_levels(
+    session: Session,
+    region: str,
+    rows: Iterable[Stock],
+    cause: str,
+    order_id: str | None = None,
+) -> None:
+    """Tells the other regions a SKU's levels after a change (their stock views)."""
+    for row in rows:
+        event = StockLevelChanged(
+            region=region,
+            sku=row.sku,
+            on_hand=row.on_hand,
+            reserved=row.reserved,
+            cause=cause,
+            order_id=order_id,
+        )
+        record_event(session, region, event, row.sku)

@@ -12,8 +12,8 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, create_engine
 
 from geosaga.settings import Settings
-from regions import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from regions.catalog import regions
+from regions.models import ClockState  # importing it registers every table on the metadata
 
 _READ_ONLY = "geosaga_read_only"
 
@@ -33,6 +33,10 @@ class Store:
 
     def create_schema(self) -> None:
         SQLModel.metadata.create_all(self.engine)
+        # The clock row exists before any writer locks it, so concurrent first writes queue.
+        with self.transaction() as session:
+            if session.get(ClockState, self.region) is None:
+                session.add(ClockState(region=self.region, wall_ms=0, logical=0))
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -12,17 +12,21 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AsyncExitStack
 
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from activities.gateway import PaymentGateway
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
+from activities.replication import ReplicationActivities
 from activities.sandbox_gateway import SandboxGateway
 from activities.stock import StockActivities
 from geosaga.settings import Settings
 from geosaga.temporal import connect, ensure_search_attributes
 from regions.store import Store
 from workflows.order_saga import OrderSaga
+from workflows.relay import Relay
+from workflows.relay_contract import RelayInput, relay_id
 
 # Activities are short database transactions run on threads.
 ACTIVITY_THREADS = 32
@@ -40,10 +44,11 @@ def activity_worker(
     stock = StockActivities(store)
     payments = PaymentActivities(store, gateway or SandboxGateway(store))
     orders = OrderActivities(store)
+    replication = ReplicationActivities(store, max_attempts=settings.replication_max_attempts)
     return Worker(
         client,
         task_queue=settings.task_queue(store.region),
-        activities=[*stock.all(), *payments.all(), *orders.all()],
+        activities=[*stock.all(), *payments.all(), *orders.all(), *replication.all()],
         activity_executor=executor,
         max_concurrent_activities=ACTIVITY_THREADS,
     )
@@ -52,16 +57,48 @@ def activity_worker(
 def workflow_worker(
     client: Client, settings: Settings, *, max_cached_workflows: int | None = None
 ) -> Worker:
-    """Saga workflows on the shared `orders` queue (one per process and client).
+    """Saga and relay workflows on the shared `orders` queue (one per process and client).
 
     `max_cached_workflows=0` makes every workflow task replay the whole history (tests).
     """
     queue = settings.workflow_task_queue
+    workflows = [OrderSaga, Relay]
     if max_cached_workflows is None:
-        return Worker(client, task_queue=queue, workflows=[OrderSaga])
+        return Worker(client, task_queue=queue, workflows=workflows)
     return Worker(
-        client, task_queue=queue, workflows=[OrderSaga], max_cached_workflows=max_cached_workflows
+        client, task_queue=queue, workflows=workflows, max_cached_workflows=max_cached_workflows
     )
+
+
+def relays_from(settings: Settings, source: str) -> list[RelayInput]:
+    """One relay from `source` to every region, itself included."""
+    return [
+        RelayInput(
+            source=source,
+            destination=destination,
+            source_queue=settings.task_queue(source),
+            destination_queue=settings.task_queue(destination),
+            batch_size=settings.replication_batch_size,
+            poll_seconds=settings.replication_poll_seconds,
+        )
+        for destination in settings.regions
+    ]
+
+
+async def start_relays(client: Client, settings: Settings, source: str) -> list[str]:
+    """Starts the source's relays unless they already run; returns their workflow ids."""
+    started = []
+    for relay in relays_from(settings, source):
+        await client.start_workflow(
+            Relay.run,
+            relay,
+            id=relay_id(relay),
+            task_queue=settings.workflow_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"relay {relay.source} → {relay.destination}",
+        )
+        started.append(relay_id(relay))
+    return started
 
 
 async def run_workers(workers: Sequence[Worker], stop: asyncio.Event) -> None:
@@ -79,6 +116,8 @@ async def run_region(settings: Settings, region: str, stop: asyncio.Event) -> No
     await ensure_search_attributes(client)
     store = Store(region, settings.database_url(region))
     store.create_schema()
+    if settings.replication:
+        await start_relays(client, settings, region)
     try:
         with ThreadPoolExecutor(ACTIVITY_THREADS, thread_name_prefix=region) as executor:
             workers = [

@@ -16,7 +16,7 @@ from temporalio.worker import Worker
 
 from geosaga.settings import Settings
 from regions.store import Store
-from regions.worker import ACTIVITY_THREADS, activity_worker, workflow_worker
+from regions.worker import ACTIVITY_THREADS, activity_worker, start_relays, workflow_worker
 
 
 class Cluster:
@@ -27,6 +27,7 @@ class Cluster:
         stores: dict[str, Store],
         *,
         max_cached_workflows: int | None = None,
+        replication: bool = False,
     ) -> None:
         self.client = client
         self.settings = settings
@@ -37,11 +38,15 @@ class Cluster:
             client, settings, max_cached_workflows=max_cached_workflows
         )
         self._workflows_task: asyncio.Task[None] | None = None
+        self._replication = replication
+        self._relays: list[str] = []
 
     async def __aenter__(self) -> Cluster:
         self._workflows_task = asyncio.create_task(self._workflows.run())
         for region in self.settings.regions:
             self.start(region)
+            if self._replication:
+                self._relays += await start_relays(self.client, self.settings, region)
         return self
 
     async def __aexit__(
@@ -50,6 +55,8 @@ class Cluster:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        for relay in self._relays:
+            await self.client.get_workflow_handle(relay).terminate("test over")
         for region in list(self._running):
             await self.stop(region)
         await self._workflows.shutdown()

@@ -1,0 +1,64 @@
+"""Replication activities: read a region's outbox there, apply its events in another region."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from temporalio import activity
+
+from activities.contract import (
+    ActivityName,
+    AppliedEvents,
+    ApplyEvents,
+    CursorRequest,
+    OutboxBatch,
+    ReadOutbox,
+)
+from regions import outbox, replication
+from regions.models import ReplicationSource
+from regions.store import Store
+
+_POLL_INTERVAL = 0.1
+
+
+class ReplicationActivities:
+    def __init__(self, store: Store, *, max_attempts: int) -> None:
+        self._store = store
+        self._max_attempts = max_attempts
+
+    def all(self) -> Sequence[Callable[..., Any]]:
+        return [self.read_outbox, self.apply_events, self.replication_cursor]
+
+    @activity.defn(name=ActivityName.READ_OUTBOX)
+    def read_outbox(self, request: ReadOutbox) -> OutboxBatch:
+        """Waits up to `wait_seconds` for events after the cursor (a long poll)."""
+        deadline = time.monotonic() + request.wait_seconds
+        while True:
+            with self._store.reading() as session:
+                events = outbox.read_after(session, request.after_id, request.limit)
+            if events or time.monotonic() >= deadline or activity.is_cancelled():
+                return OutboxBatch(events=events)
+            activity.heartbeat()
+            time.sleep(_POLL_INTERVAL)
+
+    @activity.defn(name=ActivityName.APPLY_EVENTS)
+    def apply_events(self, request: ApplyEvents) -> AppliedEvents:
+        result = replication.apply_batch(
+            self._store, request.events, max_attempts=self._max_attempts
+        )
+        return AppliedEvents(
+            applied=result.applied,
+            duplicates=result.duplicates,
+            held_back=result.held_back,
+            dead_lettered=result.dead_lettered,
+            conflicts=result.conflicts,
+        )
+
+    @activity.defn(name=ActivityName.REPLICATION_CURSOR)
+    def replication_cursor(self, request: CursorRequest) -> int:
+        """How far the source's stream is delivered here: where a new relay starts."""
+        with self._store.reading() as session:
+            source = session.get(ReplicationSource, request.source_region)
+        return source.delivered_through if source else 0

@@ -1,0 +1,237 @@
+"""Applying another region's events here: once each, in order per aggregate, or dead-lettered.
+
+A relay delivers a source region's outbox at least once and in outbox order. Each event is
+applied in its own transaction together with its processed-event id, its aggregate's progress
+and the source's counters, so a redelivery is recognised and skipped. An event that arrives
+before its predecessor (same source, same aggregate) waits in the inbox until it can follow.
+An event whose handler keeps failing is retried with the batch, and after `max_attempts` moves
+to the dead-letter table: its aggregate moves on without it, and an operator can re-drive it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlmodel import Session, col, select
+
+from regions import clock, views
+from regions.events import Envelope
+from regions.hlc import Timestamp
+from regions.models import (
+    AggregateProgress,
+    DeadLetter,
+    InboxEvent,
+    ProcessedEvent,
+    ReplicationSource,
+    utcnow,
+)
+from regions.store import Store
+
+
+class ApplyFailed(Exception):
+    """An event could not be applied and has attempts left: deliver the batch again later."""
+
+
+@dataclass
+class BatchResult:
+    applied: int = 0
+    duplicates: int = 0
+    held_back: int = 0
+    dead_lettered: int = 0
+    conflicts: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+def apply_batch(store: Store, envelopes: list[Envelope], *, max_attempts: int) -> BatchResult:
+    """Applies a relayed batch in order. Raises ApplyFailed after the rest of the batch ran."""
+    result = BatchResult()
+    for envelope in envelopes:
+        _receive(store, envelope, result, max_attempts)
+    if result.failures:
+        raise ApplyFailed("; ".join(result.failures))
+    return result
+
+
+def redrive(store: Store, event_id: str) -> bool:
+    """Applies a dead-lettered event again (after a fix); False if there is no such letter."""
+    with store.transaction() as session:
+        letter = session.get(DeadLetter, event_id)
+        if letter is None:
+            return False
+        envelope = Envelope.model_validate_json(letter.envelope)
+        source = _source(session, envelope.source_region)
+        # Its aggregate moved on without it; merges are by clock, so late is still right.
+        conflict = views.apply(session, envelope)
+        _observe(session, store.region, envelope)
+        session.add(
+            ProcessedEvent(event_id=envelope.event_id, source_region=envelope.source_region)
+        )
+        session.delete(letter)
+        source.applied += 1
+        source.conflicts_detected += conflict
+        source.conflicts_resolved += conflict
+        session.add(source)
+    return True
+
+
+def dead_letters(store: Store) -> list[DeadLetter]:
+    with store.reading() as session:
+        return list(session.exec(select(DeadLetter).order_by(col(DeadLetter.dead_at))))
+
+
+def sources(store: Store) -> list[ReplicationSource]:
+    with store.reading() as session:
+        return list(session.exec(select(ReplicationSource)))
+
+
+def _receive(store: Store, envelope: Envelope, result: BatchResult, max_attempts: int) -> None:
+    failure: Exception | None = None
+    with store.transaction() as session:
+        source = _source(session, envelope.source_region)
+        source.delivered_through = max(source.delivered_through, envelope.outbox_id)
+        source.last_event_created_at = envelope.created_at
+        session.add(source)
+        if session.get(ProcessedEvent, envelope.event_id) is not None:
+            source.duplicates += 1
+            result.duplicates += 1
+            return
+        progress = _progress(session, envelope)
+        if envelope.sequence <= progress.last_sequence:
+            source.duplicates += 1
+            result.duplicates += 1
+            return
+        if envelope.sequence > progress.last_sequence + 1:
+            if session.get(InboxEvent, envelope.event_id) is None:
+                session.add(_inbox(envelope))
+                source.held_back += 1
+                result.held_back += 1
+            return
+        failure = _apply_in_order(session, store.region, envelope, progress, source, result)
+    if failure is not None:
+        _record_failure(store, envelope, failure, result, max_attempts)
+
+
+def _apply_in_order(
+    session: Session,
+    region: str,
+    envelope: Envelope,
+    progress: AggregateProgress,
+    source: ReplicationSource,
+    result: BatchResult,
+) -> Exception | None:
+    """Applies the event, then any held successors it unblocks; returns a handler's failure."""
+    current: Envelope | None = envelope
+    while current is not None:
+        try:
+            with session.begin_nested():
+                conflict = views.apply(session, current)
+                _observe(session, region, current)
+        except Exception as error:
+            return error if current is envelope else None
+        _applied(session, current, progress, source, result, conflict)
+        current = _next_held(session, current)
+    return None
+
+
+def _applied(
+    session: Session,
+    envelope: Envelope,
+    progress: AggregateProgress,
+    source: ReplicationSource,
+    result: BatchResult,
+    conflict: bool,
+) -> None:
+    session.add(ProcessedEvent(event_id=envelope.event_id, source_region=envelope.source_region))
+    inbox = session.get(InboxEvent, envelope.event_id)
+    if inbox is not None:
+        session.delete(inbox)
+    progress.last_sequence = envelope.sequence
+    session.add(progress)
+    source.applied += 1
+    source.conflicts_detected += conflict
+    source.conflicts_resolved += conflict
+    source.updated_at = utcnow()
+    session.add(source)
+    result.applied += 1
+    result.conflicts += conflict
+
+
+def _next_held(session: Session, envelope: Envelope) -> Envelope | None:
+    successor = session.exec(
+        select(InboxEvent).where(
+            InboxEvent.source_region == envelope.source_region,
+            InboxEvent.aggregate_type == envelope.aggregate_type,
+            InboxEvent.aggregate_id == envelope.aggregate_id,
+            InboxEvent.sequence == envelope.sequence + 1,
+        )
+    ).first()
+    return Envelope.model_validate_json(successor.envelope) if successor else None
+
+
+def _record_failure(
+    store: Store, envelope: Envelope, failure: Exception, result: BatchResult, max_attempts: int
+) -> None:
+    message = f"{type(failure).__name__}: {failure}"
+    with store.transaction() as session:
+        inbox = session.get(InboxEvent, envelope.event_id) or _inbox(envelope)
+        inbox.attempts += 1
+        inbox.last_error = message
+        if inbox.attempts < max_attempts:
+            session.add(inbox)
+            result.failures.append(f"{envelope.event_type} {envelope.event_id}: {message}")
+            return
+        session.add(
+            DeadLetter(
+                event_id=envelope.event_id,
+                source_region=envelope.source_region,
+                event_type=envelope.event_type,
+                aggregate_type=envelope.aggregate_type,
+                aggregate_id=envelope.aggregate_id,
+                envelope=envelope.model_dump_json(),
+                attempts=inbox.attempts,
+                error=message,
+            )
+        )
+        if session.get(InboxEvent, envelope.event_id) is not None:
+            session.delete(inbox)
+        source = _source(session, envelope.source_region)
+        source.dead_lettered += 1
+        result.dead_lettered += 1
+        # The aggregate moves on without it, so one bad event does not stop the ones after it.
+        progress = _progress(session, envelope)
+        progress.last_sequence = envelope.sequence
+        session.add(progress)
+        following = _next_held(session, envelope)
+        if following is not None:
+            _apply_in_order(session, store.region, following, progress, source, result)
+        session.add(source)
+
+
+def _observe(session: Session, region: str, envelope: Envelope) -> None:
+    """Later local writes order after what they may have seen (ClockDriftError if too far)."""
+    if envelope.source_region != region:
+        clock.observe(session, region, Timestamp.decode(envelope.hlc))
+
+
+def _source(session: Session, region: str) -> ReplicationSource:
+    return session.get(ReplicationSource, region) or ReplicationSource(source_region=region)
+
+
+def _progress(session: Session, envelope: Envelope) -> AggregateProgress:
+    key = (envelope.source_region, envelope.aggregate_type, envelope.aggregate_id)
+    return session.get(AggregateProgress, key) or AggregateProgress(
+        source_region=envelope.source_region,
+        aggregate_type=envelope.aggregate_type,
+        aggregate_id=envelope.aggregate_id,
+    )
+
+
+def _inbox(envelope: Envelope) -> InboxEvent:
+    return InboxEvent(
+        event_id=envelope.event_id,
+        source_region=envelope.source_region,
+        aggregate_type=envelope.aggregate_type,
+        aggregate_id=envelope.aggregate_id,
+        sequence=envelope.sequence,
+        envelope=envelope.model_dump_json(),
+    )
