@@ -47,6 +47,8 @@ class StockCheck(BaseModel):
 class StockAvailability(BaseModel):
     region: str
     available: dict[str, int]
+    # The asking region's replicated view of the others: region → SKU → available.
+    elsewhere: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
 class ReserveStock(BaseModel):

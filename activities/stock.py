@@ -36,7 +36,8 @@ class StockActivities(RegionBound):
     def check_stock(self, request: StockCheck) -> StockAvailability:
         with self._store.reading() as session:
             levels = inventory.available(session, request.skus)
-        return StockAvailability(region=self.region, available=levels)
+            elsewhere = inventory.replicated_available(session, request.skus, self.region)
+        return StockAvailability(region=self.region, available=levels, elsewhere=elsewhere)
 
     @activity.defn(name=ActivityName.RESERVE_STOCK)
     def reserve_stock(self, request: ReserveStock) -> StepOutcome:

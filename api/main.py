@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import catalog, health, orders, regions
+from api.metrics import registry_for
+from api.routes import catalog, health, metrics, orders, regions, replication
 from api.services import Services
 from geosaga.settings import Settings
 from geosaga.temporal import connect
@@ -24,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = await connect(settings, lazy=True)
         stores = open_stores(settings)
         app.state.services = Services(settings=settings, client=client, stores=stores)
+        app.state.metrics = registry_for(stores)
         try:
             yield
         finally:
@@ -36,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         max_body_size=settings.max_body_bytes,
     )
-    for module in (health, catalog, regions, orders):
+    for module in (health, catalog, regions, replication, orders, metrics):
         app.include_router(module.router)
     errors.install(app)
     return app

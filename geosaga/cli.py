@@ -11,7 +11,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
-from geosaga.operate import attention, rerun
+from geosaga.operate import attention, dead_letters, rerun
 from geosaga.settings import Settings
 
 app = typer.Typer(help="geosaga: a multi-region order service on Temporal.", no_args_is_help=True)
@@ -62,6 +62,7 @@ def api() -> None:
 
 
 app.add_typer(attention, name="attention")
+app.add_typer(dead_letters, name="dead-letters")
 app.command(name="retry")(rerun)
 
 

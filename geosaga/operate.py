@@ -13,6 +13,7 @@ from temporalio.client import Client
 
 from geosaga.settings import Settings
 from geosaga.temporal import connect
+from regions.store import Store
 
 T = TypeVar("T")
 
@@ -133,3 +134,49 @@ def rerun(
 
     if _run(main):
         raise typer.Exit(1)
+
+
+dead_letters = typer.Typer(help="Events a region could not apply after every attempt.")
+
+
+def _store(region: str) -> Store:
+    settings = Settings()
+    if region not in settings.regions:
+        console.print(f"[red]unknown region {region!r}; known: {', '.join(settings.regions)}")
+        raise typer.Exit(2)
+    return Store(region, settings.database_url(region))
+
+
+@dead_letters.command("list")
+def list_dead_letters(region: str) -> None:
+    """List a region's dead letters."""
+    from regions.replication import dead_letters as letters_of
+
+    letters = letters_of(_store(region))
+    table = Table("event", "from", "type", "aggregate", "attempts", "error")
+    for letter in letters:
+        table.add_row(
+            letter.event_id,
+            letter.source_region,
+            letter.event_type,
+            f"{letter.aggregate_type}:{letter.aggregate_id}",
+            str(letter.attempts),
+            letter.error,
+        )
+    console.print(table if letters else f"no dead letters in {region}")
+
+
+@dead_letters.command("redrive")
+def redrive(region: str, event_id: str) -> None:
+    """Apply a dead-lettered event again, once what broke it is fixed."""
+    from regions.replication import redrive as redrive_letter
+
+    try:
+        found = redrive_letter(_store(region), event_id)
+    except Exception as failure:
+        console.print(f"[red]still cannot apply it: {failure}")
+        raise typer.Exit(1) from None
+    if not found:
+        console.print(f"[red]no dead letter {event_id} in {region}")
+        raise typer.Exit(1)
+    console.print(f"applied {event_id} in {region}")

@@ -9,7 +9,7 @@ from sqlmodel import Session, col, select
 
 from regions.catalog import PRODUCTS
 from regions.events import StockLevelChanged
-from regions.models import Stock, utcnow
+from regions.models import Stock, StockView, utcnow
 from regions.outbox import record_event
 from regions.store import Store
 
@@ -45,6 +45,20 @@ def available(session: Session, skus: Iterable[str]) -> dict[str, int]:
     wanted = sorted(set(skus))
     rows = {row.sku: row for row in session.exec(select(Stock).where(col(Stock.sku).in_(wanted)))}
     return {sku: rows[sku].available if sku in rows else 0 for sku in wanted}
+
+
+def replicated_available(
+    session: Session, skus: Iterable[str], except_region: str
+) -> dict[str, dict[str, int]]:
+    """What the stock view says other regions have of these SKUs (regions it knows only)."""
+    wanted = sorted(set(skus))
+    rows = session.exec(
+        select(StockView).where(col(StockView.sku).in_(wanted), StockView.region != except_region)
+    )
+    known: dict[str, dict[str, int]] = {}
+    for row in rows:
+        known.setdefault(row.region, {})[row.sku] = row.on_hand - row.reserved
+    return known
 
 
 def lock_stock(session: Session, skus: Iterable[str]) -> dict[str, Stock]:

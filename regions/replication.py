@@ -10,9 +10,11 @@ to the dead-letter table: its aggregate moves on without it, and an operator can
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from regions import clock, views
 from regions.events import Envelope
@@ -21,6 +23,7 @@ from regions.models import (
     AggregateProgress,
     DeadLetter,
     InboxEvent,
+    OutboxEvent,
     ProcessedEvent,
     ReplicationSource,
     utcnow,
@@ -235,3 +238,64 @@ def _inbox(envelope: Envelope) -> InboxEvent:
         sequence=envelope.sequence,
         envelope=envelope.model_dump_json(),
     )
+
+
+@dataclass(frozen=True)
+class PairStatus:
+    """How far one source region's events are applied in one destination region."""
+
+    source: str
+    destination: str
+    delivered_through: int
+    lag_events: int
+    lag_seconds: float
+    applied: int
+    duplicates: int
+    held_back: int
+    conflicts_detected: int
+    conflicts_resolved: int
+    dead_lettered: int
+
+
+def status(stores: Mapping[str, Store], destination: str) -> list[PairStatus]:
+    """Every source's lag and counters at `destination`, reading both ends' stores."""
+    with stores[destination].reading() as session:
+        counters = {row.source_region: row for row in session.exec(select(ReplicationSource))}
+    now = utcnow()
+    pairs = []
+    for source, store in stores.items():
+        row = counters.get(source) or ReplicationSource(source_region=source)
+        with store.reading() as session:
+            pending = session.exec(
+                select(func.count(), func.min(OutboxEvent.created_at)).where(
+                    col(OutboxEvent.id) > row.delivered_through
+                )
+            ).one()
+        count, oldest = pending
+        pairs.append(
+            PairStatus(
+                source=source,
+                destination=destination,
+                delivered_through=row.delivered_through,
+                lag_events=int(count),
+                lag_seconds=_age(now, oldest) if count else 0.0,
+                applied=row.applied,
+                duplicates=row.duplicates,
+                held_back=row.held_back,
+                conflicts_detected=row.conflicts_detected,
+                conflicts_resolved=row.conflicts_resolved,
+                dead_lettered=row.dead_lettered,
+            )
+        )
+    return pairs
+
+
+def dead_letter_depth(store: Store) -> int:
+    with store.reading() as session:
+        return int(session.exec(select(func.count()).select_from(DeadLetter)).one())
+
+
+def _age(now: datetime, then: datetime) -> float:
+    if then.tzinfo is None:  # SQLite hands back naive UTC
+        then = then.replace(tzinfo=UTC)
+    return max(0.0, (now - then).total_seconds())

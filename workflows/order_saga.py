@@ -74,10 +74,17 @@ PATCH_OPERATOR_ACTIONS = "operator-actions"
 # Payment is authorised while stock is allocated, not after: one step shorter, and an order
 # that turns out to be unavailable voids its authorisation.
 PATCH_AUTHORISE_ALONGSIDE = "authorise-alongside-allocation"
+# The home region's replicated stock view keeps regions with none of the SKUs out of planning.
+PATCH_STOCK_VIEW = "stock-view-planning"
 
 # Forward steps after the pivot and every compensation retry until they succeed.
 _FOREVER = 0
 _ACTIVITY_RUN_LIMIT = timedelta(seconds=30)
+
+
+def _has_none(levels: dict[str, int] | None, demands: list[Demand]) -> bool:
+    """The view knows this region and it has none of any demanded SKU."""
+    return levels is not None and all(levels.get(d.sku, 0) <= 0 for d in demands)
 
 
 def is_cancellation(error: BaseException) -> bool:
@@ -278,18 +285,26 @@ class OrderSaga:
         availability: dict[str, dict[str, int]] = {}
         home = await self._check_stock(order.home_region)
         if home is not None:
-            availability[order.home_region] = home
-        if home is None or any(home.get(d.sku, 0) < d.quantity for d in demands):
-            others = [region for region in order.regions if region != order.home_region]
+            availability[order.home_region] = home.available
+        others = [region for region in order.regions if region != order.home_region]
+        skipped: list[str] = []
+        if home is not None and workflow.patched(PATCH_STOCK_VIEW):
+            # Data locality: leave out regions whose replicated stock has none of these SKUs.
+            skipped = [r for r in others if _has_none(home.elsewhere.get(r), demands)]
+            others = [r for r in others if r not in skipped]
+        if home is None or any(home.available.get(d.sku, 0) < d.quantity for d in demands):
             levels = await asyncio.gather(*(self._check_stock(region) for region in others))
             availability.update(
-                {region: found for region, found in zip(others, levels, strict=True) if found}
+                {r: found.available for r, found in zip(others, levels, strict=True) if found}
             )
         try:
             picks = plan_allocation(demands, order.home_region, availability, list(order.regions))
         except InsufficientStock as short:
-            silent = [region for region in order.regions if region not in availability]
-            note = f" (no answer from {', '.join(silent)})" if silent else ""
+            silent = [r for r in order.regions if r not in availability and r not in skipped]
+            notes = [f"no answer from {', '.join(silent)}"] if silent else []
+            if skipped:
+                notes.append(f"none replicated from {', '.join(skipped)}")
+            note = f" ({'; '.join(notes)})" if notes else ""
             raise SagaAborted(Reason.OUT_OF_STOCK, f"{short}{note}") from short
         self._state.allocations = [
             Allocation(region=p.region, sku=p.sku, quantity=p.quantity) for p in picks
@@ -298,8 +313,8 @@ class OrderSaga:
         self._publish()
         return picks
 
-    async def _check_stock(self, region: str) -> dict[str, int] | None:
-        """A region's available units, or None when it does not answer in time."""
+    async def _check_stock(self, region: str) -> StockAvailability | None:
+        """A region's available units (and its view of the others), or None if it is silent."""
         timeout = timedelta(seconds=self._order.options.allocation_timeout_seconds)
         try:
             result: StockAvailability = await self._tracked(
@@ -321,7 +336,7 @@ class OrderSaga:
             if self._cancel_requested or is_cancellation(error):
                 raise
             return None
-        return result.available
+        return result
 
     async def _reserve(self, picks: list[Pick]) -> None:
         by_region: dict[str, list[StockLine]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -14,7 +14,7 @@ from sqlmodel import select
 from temporalio.client import Client
 
 from geosaga.settings import Settings
-from regions.models import OrderView, StockView
+from regions.models import OrderView, OutboxEvent, StockView
 from regions.store import Store
 from tests.cluster import Cluster
 from tests.helpers import order, place, stock
@@ -86,3 +86,76 @@ async def test_every_region_sees_every_order_and_stock_level(
             ("eu-west", "SKU-2"): (2, 0),
         },
     )
+
+
+async def test_a_region_cut_off_catches_up_and_nothing_is_applied_twice(
+    api: httpx.AsyncClient, client: Client, stores: dict[str, Store], cluster: Cluster
+) -> None:
+    stock(stores, {"us-east": {"SKU-1": 10}, "eu-west": {"SKU-1": 10}})
+    await converge(
+        stores, stock_views, {("us-east", "SKU-1"): (10, 0), ("eu-west", "SKU-1"): (10, 0)}
+    )
+    await cluster.stop("ap-south")
+
+    orders = [
+        await place(api, client, order(home, [("SKU-1", 2)]))
+        for home in ("us-east", "eu-west", "us-east")
+    ]
+    assert (await api.put("/regions/eu-west/stock/SKU-1", json={"on_hand": 20})).status_code == 200
+    behind = (await api.get("/regions/ap-south/replication")).json()
+    expected_orders: dict[str, tuple[str, str | None, list[str]]] = {
+        o.order_id: ("completed", None, [o.home_region]) for o in orders
+    }
+    await converge({r: stores[r] for r in ("us-east", "eu-west")}, order_views, expected_orders)
+
+    cluster.start("ap-south")
+    await converge(stores, order_views, expected_orders)
+    await converge(
+        stores, stock_views, {("us-east", "SKU-1"): (6, 0), ("eu-west", "SKU-1"): (20, 0)}
+    )
+    caught_up = await _until_caught_up(api)
+
+    lagging = {s["source"]: s["lag_events"] for s in behind["sources"]}
+    assert lagging["us-east"] > 0
+    assert lagging["eu-west"] > 0
+    for region, status in caught_up.items():
+        for source in status["sources"]:
+            assert source["lag_events"] == 0, (region, source)
+            # Every event of the source applied exactly once here.
+            assert source["applied"] == _outbox_size(stores[source["source"]]), (region, source)
+    metrics = (await api.get("/metrics")).text
+    assert 'geosaga_replication_lag_events{destination="ap-south",source="us-east"} 0.0' in metrics
+    assert "geosaga_replication_events_applied_total" in metrics
+
+
+async def _until_caught_up(api: httpx.AsyncClient) -> dict[str, Any]:
+    for _ in range(300):
+        statuses = {
+            region: (await api.get(f"/regions/{region}/replication")).json()
+            for region in ("us-east", "eu-west", "ap-south")
+        }
+        if all(s["lag_events"] == 0 for st in statuses.values() for s in st["sources"]):
+            return statuses
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"replication never caught up: {statuses}")
+
+
+def _outbox_size(store: Store) -> int:
+    with store.reading() as session:
+        return len(session.exec(select(OutboxEvent)).all())
+
+
+async def test_planning_skips_regions_whose_replicated_stock_has_none(
+    api: httpx.AsyncClient, client: Client, stores: dict[str, Store]
+) -> None:
+    stock(stores, {"eu-west": {"SKU-1": 1}, "us-east": {"SKU-1": 5}, "ap-south": {"SKU-1": 0}})
+    await converge(
+        stores,
+        stock_views,
+        {("eu-west", "SKU-1"): (1, 0), ("us-east", "SKU-1"): (5, 0), ("ap-south", "SKU-1"): (0, 0)},
+    )
+
+    saga = await place(api, client, order("eu-west", [("SKU-1", 3)]))
+
+    assert saga.status == "completed"
+    assert [s.region for s in saga.steps if s.name == "check_stock"] == ["eu-west", "us-east"]
