@@ -66,6 +66,23 @@ app.add_typer(dead_letters, name="dead-letters")
 app.command(name="retry")(rerun)
 
 
+@app.command("event-schemas")
+def event_schemas(
+    out: Annotated[str | None, typer.Option(help="Write to this file instead of stdout")] = None,
+) -> None:
+    """Export every event type's JSON Schema (with its version and aggregate)."""
+    import json
+    from pathlib import Path
+
+    from regions.events import json_schemas
+
+    text = json.dumps(json_schemas(), indent=2, sort_keys=True) + "\n"
+    if out:
+        Path(out).write_text(text)
+    else:
+        console.out(text, highlight=False)
+
+
 @app.command()
 def setup() -> None:
     """Register the saga's search attributes on the configured Temporal namespace (idempotent)."""

@@ -179,7 +179,7 @@ class CartState:
             kind=kind,
             quantity=quantity,
             hlc=hlc,
-            context=version_vector(self.context()),
+            context=version_vector(self.sku_context(sku)),
         )
 
 
@@ -223,7 +223,7 @@ def _by_sku(ops: Iterable[CartOp]) -> dict[str, list[CartOp]]:
 def _max_vector(ops: Iterable[CartOp]) -> dict[str, int]:
     vector: dict[str, int] = {}
     for op in ops:
-        for region, counter in (*op.context, (op.dot.region, op.dot.counter)):
+        for region, counter in ((op.dot.region, op.dot.counter),):
             vector[region] = max(vector.get(region, 0), counter)
     return vector
 
