@@ -223,7 +223,7 @@ def _by_sku(ops: Iterable[CartOp]) -> dict[str, list[CartOp]]:
 def _max_vector(ops: Iterable[CartOp]) -> dict[str, int]:
     vector: dict[str, int] = {}
     for op in ops:
-        for region, counter in ((op.dot.region, op.dot.counter),):
+        for region, counter in (*op.context, (op.dot.region, op.dot.counter)):
             vector[region] = max(vector.get(region, 0), counter)
     return vector
 

@@ -25,8 +25,11 @@ class Timestamp:
     region: str
 
     def encode(self) -> str:
-        """A string that sorts as the timestamp does (fixed-width numbers)."""
-        return f"{self.wall_ms:015d}.{self.logical:06d}.{self.region}"
+        """A string that sorts as the timestamp does (fixed-width numbers).
+
+        Ten digits of `logical` outlast any run of writes while wall time stands still.
+        """
+        return f"{self.wall_ms:015d}.{self.logical:010d}.{self.region}"
 
     @classmethod
     def decode(cls, text: str) -> Timestamp:

@@ -250,7 +250,8 @@ def test_a_set_after_a_remove_does_not_bring_back_what_the_remove_beat() -> None
     remove = delete(CartState(), "us", "mug", at=10)
     us = CartState.of([remove])
     us_add = put(us, "us", "mug", 1, at=20)
-    assert us_add.saw(remove) and remove.concurrent(eu_add)
+    assert us_add.saw(remove)
+    assert remove.concurrent(eu_add)
     assert CartState.of([remove, us_add, eu_add]).items() == {"mug": 1}
 
 

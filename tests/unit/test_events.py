@@ -24,7 +24,7 @@ def envelope(event_type: str, version: int, payload: dict[str, object]) -> Envel
         aggregate_id="o-1",
         sequence=1,
         source_region="eu-west",
-        hlc="000001700000000000.000000.eu-west",
+        hlc="000001700000000000.0000000000.eu-west",
         payload=payload,
         outbox_id=1,
         created_at=datetime.now(UTC),
