@@ -25,6 +25,7 @@ class ActivityName(StrEnum):
     READ_OUTBOX = "read_outbox"
     APPLY_EVENTS = "apply_events"
     REPLICATION_CURSOR = "replication_cursor"
+    CLEAR_CART = "clear_cart"
 
 
 class ErrorType(StrEnum):
@@ -97,6 +98,13 @@ class OrderOutcome(BaseModel):
     total: Decimal
     currency: str
     allocations: list[Allocated]
+
+
+class ClearCart(BaseModel):
+    key: str
+    order_id: str
+    customer_id: str
+    versions: dict[str, dict[str, int]]
 
 
 class Shortage(BaseModel):

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import errors
 from api.metrics import registry_for
-from api.routes import catalog, health, metrics, orders, regions, replication
+from api.routes import carts, catalog, health, metrics, orders, regions, replication
 from api.services import Services
 from geosaga.settings import Settings
 from geosaga.temporal import connect
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         max_body_size=settings.max_body_bytes,
     )
-    for module in (health, catalog, regions, replication, orders, metrics):
+    for module in (health, catalog, regions, replication, orders, carts, metrics):
         app.include_router(module.router)
     errors.install(app)
     return app

@@ -7,6 +7,7 @@ import json
 from datetime import timedelta
 
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -24,9 +25,11 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.errors import invalid
-from api.schemas import Links, OrderRequest, OrderSummary, OrderView
+from api.schemas import Links, OrderLineIn, OrderRequest, OrderSummary, OrderView
 from geosaga.settings import Settings
+from regions import carts
 from regions.catalog import PRODUCTS_BY_SKU
+from regions.store import Store
 from workflows.contract import (
     CUSTOMER_ID,
     HOME_REGION,
@@ -36,6 +39,7 @@ from workflows.contract import (
     SAGA_STATUS,
     WORKFLOW_ID_PREFIX,
     WORKFLOW_NAME,
+    CartCheckout,
     OrderInput,
     OrderLine,
     Reason,
@@ -56,6 +60,10 @@ class OrderNotFound(Exception):
 
 class IdempotencyConflict(Exception):
     """The key was used before with a different body."""
+
+
+class EmptyCart(Exception):
+    pass
 
 
 def links(settings: Settings, order_id: str) -> Links:
@@ -125,16 +133,29 @@ def search_attributes(order: OrderInput) -> TypedSearchAttributes:
 
 
 def fingerprint(request: OrderRequest) -> str:
-    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return _digest(request.model_dump(mode="json"))
+
+
+def _digest(value: object) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 async def submit(
-    client: Client, settings: Settings, order_id: str, request: OrderRequest
+    client: Client,
+    settings: Settings,
+    order_id: str,
+    request: OrderRequest,
+    *,
+    cart: CartCheckout | None = None,
+    digest: str | None = None,
 ) -> tuple[SagaStatus, bool]:
-    """Starts the saga once per key; returns its status and whether this call started it."""
-    order = order_input(settings, order_id, request)
-    digest = fingerprint(request)
+    """Starts the saga once per key; returns its status and whether this call started it.
+
+    `digest` identifies the request for idempotency (default: the order's own fingerprint).
+    """
+    order = order_input(settings, order_id, request).model_copy(update={"cart": cart})
+    digest = digest or fingerprint(request)
     try:
         await client.start_workflow(
             OrderSaga.run,
@@ -148,14 +169,55 @@ async def submit(
             static_summary=saga_summary(order),
         )
     except WorkflowAlreadyStartedError:
-        description = await client.get_workflow_handle(workflow_id(order_id)).describe()
-        memo = await description.memo()
-        if memo.get("request_sha256") != digest:
-            raise IdempotencyConflict(
-                f"Idempotency-Key {order_id!r} was already used for a different order"
-            ) from None
-        return status_of(description), False
+        existing = await replayed(client, order_id, digest)
+        if existing is None:
+            raise  # it existed a moment ago; nothing sensible to answer
+        return existing, False
     return SagaStatus.ACCEPTED, True
+
+
+async def replayed(client: Client, order_id: str, digest: str) -> SagaStatus | None:
+    """The status of the order this key already started, if any; 409 for another request."""
+    try:
+        description = await client.get_workflow_handle(workflow_id(order_id)).describe()
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    memo = await description.memo()
+    if memo.get("request_sha256") != digest:
+        raise IdempotencyConflict(
+            f"Idempotency-Key {order_id!r} was already used for a different order"
+        )
+    return status_of(description)
+
+
+async def checkout(
+    client: Client,
+    settings: Settings,
+    store: Store,
+    customer_id: str,
+    order_id: str,
+    payment_token: str,
+) -> tuple[SagaStatus, bool]:
+    """Starts the saga from the cart as `store`'s region merges it; that region is home."""
+    digest = _digest({"checkout": customer_id, "region": store.region, "token": payment_token})
+    existing = await replayed(client, order_id, digest)
+    if existing is not None:
+        return existing, False
+    window_ms = int(settings.cart_removal_window_seconds * 1000)
+    cart = await run_in_threadpool(carts.read, store, customer_id, window_ms)
+    if not cart.items:
+        raise EmptyCart(f"the cart of {customer_id!r} in {store.region} is empty")
+    request = OrderRequest(
+        customer_id=customer_id,
+        home_region=store.region,
+        lines=[OrderLineIn(sku=sku, quantity=quantity) for sku, quantity in cart.items.items()],
+        payment_token=payment_token,
+    )
+    validate(settings, request)
+    snapshot = CartCheckout(customer_id=customer_id, region=store.region, versions=cart.versions)
+    return await submit(client, settings, order_id, request, cart=snapshot, digest=digest)
 
 
 async def read(client: Client, settings: Settings, order_id: str) -> OrderView:

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     api_url: str = "http://127.0.0.1:8000"
+    # The region whose store serves a cart request without an X-Region header (default: the
+    # first region).
+    api_region: str | None = None
+    cart_removal_window_seconds: float = 60.0
 
     currency: str = "USD"
     max_body_bytes: int = 64 * 1024
@@ -84,7 +88,13 @@ class Settings(BaseSettings):
         unknown = set(self.database_urls) - set(self.regions)
         if unknown:
             raise ValueError(f"database_urls names unknown regions: {sorted(unknown)}")
+        if self.api_region is not None and self.api_region not in self.regions:
+            raise ValueError(f"api_region {self.api_region!r} is not one of the regions")
         return self
+
+    @property
+    def default_region(self) -> str:
+        return self.api_region or self.regions[0]
 
     def task_queue(self, region: str) -> str:
         return f"{self.region_task_queue_prefix}{region}"

@@ -160,6 +160,15 @@ class CartState:
         """The op for a local "remove SKU" (DELETE); apply it, then ship it."""
         return self._write(region, sku, "remove", 0, hlc)
 
+    def write_clear(self, region: str, sku: str, hlc: Timestamp, seen: Mapping[str, int]) -> CartOp:
+        """A set to 0 of exactly the versions in `seen` (a checkout's snapshot of the SKU).
+
+        Adds made after the snapshot are concurrent with it, so they stay; and as it is a set,
+        not a remove, the removal window does not reach them.
+        """
+        op = self._write(region, sku, "set", 0, hlc)
+        return CartOp(op.dot, op.sku, op.kind, op.quantity, op.hlc, version_vector(seen))
+
     def is_conflict(self, op: CartOp, window_ms: int = DEFAULT_WINDOW_MS) -> bool:
         """Whether `op` is concurrent with a set of its SKU from another region that is live here
         (ignoring `op` itself, so it answers the same before and after applying it)."""

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from sqlmodel import Session
 
+from regions import carts
 from regions.events import (
     EVENTS,
     CartChanged,
@@ -81,8 +82,6 @@ def _stock(session: Session, envelope: Envelope, event: Event) -> bool:
 
 def _cart(session: Session, envelope: Envelope, event: Event) -> bool:
     assert isinstance(event, CartChanged)
-    from regions import carts
-
     return carts.receive(session, event)
 
 

@@ -84,6 +84,14 @@ class SagaOptions(BaseModel):
     compensation_max_backoff_seconds: float = 300.0
 
 
+class CartCheckout(BaseModel):
+    """The cart an order came from; the saga takes these versions out of it once completed."""
+
+    customer_id: str
+    region: str
+    versions: dict[str, dict[str, int]]
+
+
 class OrderInput(BaseModel):
     order_id: str
     customer_id: str
@@ -94,6 +102,7 @@ class OrderInput(BaseModel):
     # Every region the saga may use, in preference order, with its activity task queue.
     regions: dict[str, str]
     options: SagaOptions = Field(default_factory=SagaOptions)
+    cart: CartCheckout | None = None
 
     @property
     def total(self) -> Decimal:

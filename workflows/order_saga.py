@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         Allocated,
         AuthorisationKey,
         AuthorisePayment,
+        ClearCart,
         ErrorType,
         OrderOutcome,
         ReservationKey,
@@ -47,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         Allocation,
         CancelRequest,
         CancelResult,
+        CartCheckout,
         OperatorResult,
         OrderInput,
         Reason,
@@ -148,6 +150,8 @@ class OrderSaga:
         await shielded(self._commit())
         if self._state.status != SagaStatus.NEEDS_ATTENTION:
             await shielded(self._record_outcome(SagaStatus.COMPLETED))
+            if order.cart is not None:
+                await shielded(self._clear_cart(order.cart))
             self._state.stage = Stage.DONE
             self._set_status(SagaStatus.COMPLETED)
         return self._state
@@ -504,6 +508,29 @@ class OrderSaga:
                 start_to_close_timeout=_ACTIVITY_RUN_LIMIT,
                 retry_policy=self._retry(maximum_attempts=_FOREVER),
                 summary=f"record order {status} in {home}",
+            ),
+        )
+
+    async def _clear_cart(self, cart: CartCheckout) -> None:
+        """Takes the checked-out items out of the cart they came from (only carts' orders)."""
+        await self._tracked(
+            self._state.steps,
+            "clear_cart",
+            cart.region,
+            f"cart of {cart.customer_id}",
+            workflow.execute_activity(
+                ActivityName.CLEAR_CART,
+                ClearCart(
+                    key=self._key("clear-cart", cart.region),
+                    order_id=self._order.order_id,
+                    customer_id=cart.customer_id,
+                    versions=cart.versions,
+                ),
+                task_queue=self._order.regions[cart.region],
+                result_type=StepOutcome,
+                start_to_close_timeout=_ACTIVITY_RUN_LIMIT,
+                retry_policy=self._retry(maximum_attempts=_FOREVER),
+                summary=f"clear the checked-out cart of {cart.customer_id} in {cart.region}",
             ),
         )
 

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ from regions.events import EVENTS, Envelope, OrderEnded, UnknownEvent, json_sche
 EXPORTED = Path(__file__).resolve().parents[2] / "docs" / "event-schemas.json"
 
 
-def envelope(event_type: str, version: int, payload: dict[str, object]) -> Envelope:
+def envelope(event_type: str, version: int, payload: dict[str, Any]) -> Envelope:
     return Envelope(
         event_id=str(uuid.uuid4()),
         event_type=event_type,

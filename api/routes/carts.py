@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, HTTPException, Path, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field, StrictInt
+from starlette.concurrency import run_in_threadpool
+
+from api import sagas
+from api.errors import invalid
+from api.routes.orders import IdempotencyKey
+from api.schemas import ID_PATTERN, ErrorBody, OrderAccepted, Strict
+from api.services import Services, ServicesDep
+from regions import carts
+from regions.catalog import PRODUCTS_BY_SKU
+from regions.store import Store
+
+router = APIRouter(prefix="/carts", tags=["carts"])
+
+Customer = Annotated[str, Path(pattern=ID_PATTERN, description="The customer's id")]
+Sku = Annotated[str, Path(min_length=1, max_length=64)]
+RegionHeader = Annotated[
+    str | None,
+    Header(alias="X-Region", description="The region that serves the request (default: the API's)"),
+]
+_ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 409: {"model": ErrorBody}}
+
+
+class CartItem(BaseModel):
+    sku: str
+    quantity: int
+
+
+class CartView(BaseModel):
+    customer_id: str
+    region: str
+    items: list[CartItem]
+
+
+class Quantity(Strict):
+    quantity: Annotated[StrictInt, Field(gt=0, examples=[2])]
+
+
+class Checkout(Strict):
+    payment_token: Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,64}$", examples=["tok_ok"])]
+
+
+@router.get("/{customer}", response_model=CartView)
+async def get_cart(
+    customer: Customer, services: ServicesDep, region: RegionHeader = None
+) -> CartView:
+    """The cart as the region asked has merged it from every region's edits."""
+    store = _store(services, region)
+    snapshot = await run_in_threadpool(carts.read, store, customer, _window(services))
+    return _view(customer, store, snapshot.items)
+
+
+@router.put("/{customer}/items/{sku}", response_model=CartView, responses=_ERRORS)
+async def set_item(
+    customer: Customer,
+    sku: Sku,
+    quantity: Quantity,
+    services: ServicesDep,
+    region: RegionHeader = None,
+) -> CartView:
+    """Sets a SKU's quantity in the cart, written only to the region asked."""
+    store = _store(services, region)
+    _known(sku)
+    if quantity.quantity > services.settings.max_quantity:
+        raise RequestValidationError(
+            [invalid(("body", "quantity"), f"at most {services.settings.max_quantity} units")]
+        )
+    items = await run_in_threadpool(
+        carts.set_quantity, store, customer, sku, quantity.quantity, _window(services)
+    )
+    return _view(customer, store, items)
+
+
+@router.delete("/{customer}/items/{sku}", response_model=CartView, responses=_ERRORS)
+async def remove_item(
+    customer: Customer, sku: Sku, services: ServicesDep, region: RegionHeader = None
+) -> CartView:
+    """Removes a SKU from the cart, written only to the region asked."""
+    store = _store(services, region)
+    _known(sku)
+    items = await run_in_threadpool(
+        carts.set_quantity, store, customer, sku, None, _window(services)
+    )
+    return _view(customer, store, items)
+
+
+@router.post(
+    "/{customer}/checkout",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=OrderAccepted,
+    responses={**_ERRORS, 503: {"model": ErrorBody}},
+)
+async def checkout(
+    customer: Customer,
+    idempotency_key: IdempotencyKey,
+    services: ServicesDep,
+    response: Response,
+    body: Annotated[Checkout, Body()],
+    region: RegionHeader = None,
+) -> OrderAccepted:
+    """Orders the merged cart of the region asked, with that region as home; the order's saga
+    takes the checked-out items out of the cart once it completes."""
+    store = _store(services, region)
+    try:
+        saga_status, started = await sagas.checkout(
+            services.client, services.settings, store, customer, idempotency_key, body.payment_token
+        )
+    except sagas.IdempotencyConflict as conflict:
+        raise HTTPException(409, str(conflict)) from None
+    except sagas.EmptyCart as empty:
+        raise HTTPException(409, str(empty)) from None
+    if not started:
+        response.headers["Idempotent-Replayed"] = "true"
+    return OrderAccepted(
+        order_id=idempotency_key,
+        status=saga_status,
+        links=sagas.links(services.settings, idempotency_key),
+    )
+
+
+def _store(services: Services, region: str | None) -> Store:
+    name = region or services.settings.default_region
+    store = services.stores.get(name)
+    if store is None:
+        known = ", ".join(services.settings.regions)
+        raise RequestValidationError(
+            [invalid(("header", "X-Region"), f"unknown region; known: {known}")]
+        )
+    return store
+
+
+def _known(sku: str) -> None:
+    if sku not in PRODUCTS_BY_SKU:
+        raise HTTPException(404, f"unknown SKU {sku!r}")
+
+
+def _window(services: Services) -> int:
+    return int(services.settings.cart_removal_window_seconds * 1000)
+
+
+def _view(customer: str, store: Store, items: dict[str, int]) -> CartView:
+    return CartView(
+        customer_id=customer,
+        region=store.region,
+        items=[CartItem(sku=sku, quantity=quantity) for sku, quantity in items.items()],
+    )
