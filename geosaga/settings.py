@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     # each region's read models come from events alone).
     replication: bool = True
     replication_batch_size: int = 100
-    replication_poll_seconds: float = 2.0
+    replication_poll_seconds: float = 10.0
     replication_max_attempts: int = 5
 
     @field_validator("regions", mode="before")

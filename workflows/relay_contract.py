@@ -13,7 +13,7 @@ class RelayInput(BaseModel):
     source_queue: str
     destination_queue: str
     batch_size: int = 100
-    poll_seconds: float = 2.0
+    poll_seconds: float = 10.0
     # The last outbox id delivered; None on a relay's first run (it asks the destination).
     after_id: int | None = None
 

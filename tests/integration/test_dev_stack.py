@@ -32,6 +32,7 @@ EXPECTED = {
     "demo-cancel": ("compensated", "cancelled"),
     # Resolved by hand in the walkthrough once it needs attention.
     "demo-stuck": ("compensated", "out_of_stock"),
+    "demo-cart": ("completed", None),
 }
 
 
@@ -136,6 +137,16 @@ def wait_for_status(api: str, order_id: str, *statuses: str) -> dict[str, Any]:
     raise AssertionError(f"{order_id} never reached {statuses}: {view}")
 
 
+def wait_for_empty_cart(api: str, customer: str, region: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        cart = httpx.get(f"{api}/carts/{customer}", headers={"X-Region": region}).json()
+        if cart["items"] == []:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the cart of {customer} in {region} is not empty: {cart}")
+
+
 def wait_for_end(api: str, order_id: str) -> dict[str, Any]:
     return wait_for_status(api, order_id, "completed", "compensated")
 
@@ -163,6 +174,13 @@ def test_readme_walkthrough_on_the_dev_stack(stack: Stack, dev_env: dict[str, st
         assert (view["status"], view["reason"]) == (status, reason), view
     split = wait_for_end(stack.api, "demo-split")
     assert {a["region"] for a in split["allocations"]} == {"eu-west", "us-east"}
+    from_cart = wait_for_end(stack.api, "demo-cart")
+    assert {(line["sku"], line["quantity"]) for line in from_cart["lines"]} == {
+        ("SKU-1", 3),
+        ("SKU-6", 1),
+    }
+    for region in ("us-east", "eu-west", "ap-south"):
+        wait_for_empty_cart(stack.api, "grace", region)
     stuck = wait_for_end(stack.api, "demo-stuck")
     assert stuck["resolutions"][0]["resolved_by"] == "you@example.com"
     assert [c["status"] for c in stuck["compensations"]] == ["resolved"]
