@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from rich.console import Console
 from rich.table import Table
 
-from geosaga.devserver import DevServer, wait_for_port
+from geosaga.devserver import DevServer, wait_for_port, wait_until_serving
 from geosaga.settings import Settings
 from regions.seed import seed_demo_stock
 from regions.store import close_stores, open_stores
@@ -46,6 +46,7 @@ async def run_dev(settings: Settings, console: Console) -> int:
     try:
         children.append(("temporal", await _spawn(server.command())))
         await wait_for_port(server.ip, server.port)
+        await wait_until_serving(server.address)
         stores = open_stores(settings)
         try:
             seeded = seed_demo_stock(stores)

@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from temporalio.client import Client
+
 from geosaga.temporal import search_attribute_flags
 
 # Measured to help the dev server's own SQLite store under load (see BENCHMARKS.md).
@@ -93,3 +95,16 @@ async def wait_for_port(host: str, port: int, timeout: float = 60.0) -> None:
         writer.close()
         await writer.wait_closed()
         return
+
+
+async def wait_until_serving(address: str, timeout: float = 60.0) -> None:
+    """Waits until Temporal's frontend answers (it accepts connections before it is healthy)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await Client.connect(address)
+            return
+        except RuntimeError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)

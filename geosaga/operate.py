@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, TypeVar
 
 import typer
@@ -28,6 +28,18 @@ def _run(action: Callable[[Client, Settings], Awaitable[T]]) -> T:
         return await action(await connect(settings), settings)
 
     return asyncio.run(main())
+
+
+def _show(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], empty: str) -> None:
+    """A table for people; piped, one tab-separated line per row for scripts (`| cut -f1`)."""
+    if not console.is_terminal:
+        for row in rows:
+            console.out("\t".join(row), highlight=False)
+        return
+    table = Table(*headers)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table if rows else empty)
 
 
 def _refusals(action: Callable[[Client, Settings], Awaitable[str]]) -> None:
@@ -70,15 +82,11 @@ def list_stuck(
         )
         for order in found
     ]
-    if not console.is_terminal:
-        # Piped: one tab-separated line per saga, for scripts (`| cut -f1`).
-        for row in rows:
-            console.out("\t".join(row), highlight=False)
-        return
-    table = Table("order", "customer", "home", "regions", "started", "Web UI")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table if rows else "no saga needs attention")
+    _show(
+        ("order", "customer", "home", "regions", "started", "Web UI"),
+        rows,
+        "no saga needs attention",
+    )
 
 
 @attention.command("retry")
@@ -153,9 +161,8 @@ def list_dead_letters(region: str) -> None:
     from regions.replication import dead_letters as letters_of
 
     letters = letters_of(_store(region))
-    table = Table("event", "from", "type", "aggregate", "attempts", "error")
-    for letter in letters:
-        table.add_row(
+    rows = [
+        (
             letter.event_id,
             letter.source_region,
             letter.event_type,
@@ -163,7 +170,13 @@ def list_dead_letters(region: str) -> None:
             str(letter.attempts),
             letter.error,
         )
-    console.print(table if letters else f"no dead letters in {region}")
+        for letter in letters
+    ]
+    _show(
+        ("event", "from", "type", "aggregate", "attempts", "error"),
+        rows,
+        f"no dead letters in {region}",
+    )
 
 
 @dead_letters.command("redrive")

@@ -3,6 +3,7 @@ PostgreSQL, in-process region workers on fresh task queues, and the real API ove
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from sqlalchemy import create_engine, text
 from temporalio.client import Client
 
 from api.main import create_app
-from geosaga.devserver import DevServer, free_port
+from geosaga.devserver import DevServer, free_port, wait_until_serving
 from geosaga.settings import Settings
 from geosaga.temporal import connect
 from regions.store import Store, close_stores, open_stores
@@ -47,6 +48,7 @@ def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevSer
         process = subprocess.Popen(server.command(), stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_sync(server)
+            asyncio.run(wait_until_serving(server.address))
             yield server
         finally:
             process.terminate()

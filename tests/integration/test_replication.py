@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 import pytest_asyncio
-from sqlmodel import select
+from sqlmodel import Session, select
 from temporalio.client import Client
 
 from geosaga.settings import Settings
+from regions import views
+from regions.events import Envelope, Event, StockLevelChanged
 from regions.models import OrderView, OutboxEvent, StockView
 from regions.store import Store
 from tests.cluster import Cluster
@@ -26,7 +30,9 @@ T = TypeVar("T")
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    return settings.model_copy(update={"replication_poll_seconds": 0.5})
+    return settings.model_copy(
+        update={"replication_poll_seconds": 0.5, "replication_max_attempts": 2}
+    )
 
 
 @pytest_asyncio.fixture
@@ -159,3 +165,70 @@ async def test_planning_skips_regions_whose_replicated_stock_has_none(
 
     assert saga.status == "completed"
     assert [s.region for s in saga.steps if s.name == "check_stock"] == ["eu-west", "us-east"]
+
+
+async def test_a_poison_event_is_dead_lettered_by_the_relay_and_redriven_after_a_fix(
+    api: httpx.AsyncClient,
+    stores: dict[str, Store],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    working = views.HANDLERS[StockLevelChanged]
+
+    def broken(session: Session, envelope: Envelope, event: Event) -> bool:
+        if isinstance(event, StockLevelChanged) and event.sku == "SKU-8":
+            raise RuntimeError("the stock view cannot take SKU-8")
+        return working(session, envelope, event)
+
+    handlers: dict[type[Event], views.Handler] = views.HANDLERS
+    stock_event: type[Event] = StockLevelChanged
+    monkeypatch.setitem(handlers, stock_event, broken)
+    stock(stores, {"us-east": {"SKU-8": 4, "SKU-1": 1}})
+
+    letters = await _until_dead_lettered(api, "eu-west")
+    for region in ("us-east", "ap-south"):
+        await _until_dead_lettered(api, region)
+    # The aggregate's other SKU, and everything after, still flows.
+    await converge(stores, stock_views, {("us-east", "SKU-1"): (1, 0)})
+    monkeypatch.undo()  # the fix is deployed
+    cli = await _geosaga(settings, "dead-letters", "list", "ap-south")
+    event_id = letters[0]["event_id"]
+    redriven = await api.post(f"/regions/eu-west/dead-letters/{event_id}/redrive")
+    by_cli = await _geosaga(settings, "dead-letters", "redrive", "ap-south", event_id)
+    missing = await api.post(f"/regions/eu-west/dead-letters/{event_id}/redrive")
+
+    assert letters[0]["event_type"] == "StockLevelChanged"
+    assert "cannot take SKU-8" in letters[0]["error"]
+    assert letters[0]["attempts"] == settings.replication_max_attempts
+    assert event_id in cli
+    assert redriven.status_code == 200
+    assert event_id in by_cli
+    assert missing.status_code == 404
+    seen = {region: stock_views(store) for region, store in stores.items()}
+    assert seen["eu-west"][("us-east", "SKU-8")] == (4, 0)
+    assert seen["ap-south"][("us-east", "SKU-8")] == (4, 0)
+
+
+async def _until_dead_lettered(api: httpx.AsyncClient, region: str) -> list[dict[str, Any]]:
+    for _ in range(300):
+        letters: list[dict[str, Any]] = (await api.get(f"/regions/{region}/dead-letters")).json()
+        if letters:
+            return letters
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"nothing was dead-lettered in {region}")
+
+
+async def _geosaga(settings: Settings, *args: str) -> str:
+    env = {**os.environ, "GEOSAGA_DATABASE_URL_TEMPLATE": settings.database_url_template}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "geosaga",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert await process.wait() == 0, output.decode()
+    return " ".join(output.decode().split())
