@@ -4,20 +4,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api import errors
+from api.auth import READ_METHODS, ApiAuth, require_key
 from api.metrics import registry_for
-from api.routes import carts, catalog, health, metrics, orders, regions, replication
+from api.routes import carts, catalog, codec, health, metrics, orders, regions, replication
 from api.services import Services
+from geosaga.codec import EncryptionCodec
+from geosaga.security import payload_keyring
 from geosaga.settings import Settings
 from geosaga.temporal import connect
 from regions.store import close_stores, open_stores
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """Raises geosaga.security.ConfigurationError when the settings may not serve: production
+    without API keys or without a payload key."""
     settings = settings or Settings()
+    auth = ApiAuth.from_settings(settings)
+    payload_codec = EncryptionCodec(payload_keyring(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -38,7 +46,33 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         max_body_size=settings.max_body_bytes,
     )
-    for module in (health, catalog, regions, replication, orders, carts, metrics):
+    app.state.auth = auth
+    app.state.codec = payload_codec
+    # Liveness and metrics stay open; everything else writes only with a key (reads too when
+    # GEOSAGA_AUTH_READS is on), so a new route is protected without anyone remembering to.
+    for module in (health, metrics):
         app.include_router(module.router)
+    for module in (catalog, regions, replication, orders, carts):
+        app.include_router(module.router, dependencies=[Depends(require_key)])
+    app.include_router(codec.router, max_body_size=settings.codec_max_body_bytes)
+    app.add_middleware(codec.CodecCORS, origin=auth.ui_origin)
+    if not settings.auth_reads:
+        _document_optional_reads(app)
     errors.install(app)
     return app
+
+
+def _document_optional_reads(app: FastAPI) -> None:
+    """In the OpenAPI document, a GET's key is optional (`security: [{}, {"ApiKey": []}]`)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema.get("paths", {}).values():
+                for method, operation in operations.items():
+                    if method.upper() in READ_METHODS and operation.get("security"):
+                        operation["security"] = [{}, *operation["security"]]
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]

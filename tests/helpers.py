@@ -12,6 +12,8 @@ import httpx
 from sqlmodel import select
 from temporalio.client import Client
 
+from geosaga.security import api_keys
+from geosaga.settings import Settings
 from regions.inventory import set_on_hand
 from regions.models import Authorisation, AuthorisationStatus, Capture, Stock
 from regions.money import to_minor
@@ -20,6 +22,15 @@ from workflows.contract import SagaState, SagaStatus, workflow_id
 from workflows.order_saga import OrderSaga
 
 StockLevels = dict[str, dict[str, int]]
+
+# What the `settings` fixture configures as the API's key (GEOSAGA_API_KEYS).
+TEST_API_KEY = "geosaga-test-key-0123456789"
+
+
+def auth_headers(settings: Settings) -> dict[str, str]:
+    """`Authorization: Bearer <key>` with a key these settings accept (the development key
+    when they configure none)."""
+    return {"Authorization": f"Bearer {api_keys(settings)[0]}"}
 
 
 def stock(stores: Mapping[str, Store], levels: StockLevels) -> StockLevels:

@@ -82,6 +82,8 @@ class SagaOptions(BaseModel):
     compensation_attention_after_seconds: float = 30.0
     # Rounds of a stuck compensation start further apart each time, up to this.
     compensation_max_backoff_seconds: float = 300.0
+    # One attempt of a step may run this long; a worker that died mid-step is noticed then.
+    activity_timeout_seconds: float = 30.0
 
 
 class CartCheckout(BaseModel):

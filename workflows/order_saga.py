@@ -81,7 +81,6 @@ PATCH_STOCK_VIEW = "stock-view-planning"
 
 # Forward steps after the pivot and every compensation retry until they succeed.
 _FOREVER = 0
-_ACTIVITY_RUN_LIMIT = timedelta(seconds=30)
 
 
 def _has_none(levels: dict[str, int] | None, demands: list[Demand]) -> bool:
@@ -380,7 +379,7 @@ class OrderSaga:
                 ),
                 task_queue=self._order.regions[region],
                 result_type=StepOutcome,
-                start_to_close_timeout=_ACTIVITY_RUN_LIMIT,
+                start_to_close_timeout=self._run_limit,
                 schedule_to_close_timeout=timedelta(seconds=3 * allocation),
                 retry_policy=self._retry(),
                 summary=f"reserve {describe_lines(lines)} in {region}",
@@ -408,7 +407,7 @@ class OrderSaga:
                     ),
                     task_queue=order.regions[home],
                     result_type=StepOutcome,
-                    start_to_close_timeout=_ACTIVITY_RUN_LIMIT,
+                    start_to_close_timeout=self._run_limit,
                     schedule_to_close_timeout=timedelta(
                         seconds=order.options.payment_timeout_seconds
                     ),
@@ -437,7 +436,7 @@ class OrderSaga:
                     AuthorisationKey(key=self._key("authorise", home), order_id=order.order_id),
                     task_queue=order.regions[home],
                     result_type=StepOutcome,
-                    start_to_close_timeout=_ACTIVITY_RUN_LIMIT,
+                    start_to_close_timeout=self._run_limit,
                     retry_policy=self._retry(maximum_attempts=_FOREVER),
                     summary=f"capture {order.total} {order.currency} in {home}",
                 ),
@@ -475,7 +474,7 @@ class OrderSaga:
                 ReservationKey(key=self._key("reserve", region), order_id=self._order.order_id),
                 task_queue=self._order.regions[region],
                 result_type=StepOutcome,
-                start_to_close_timeout=_ACTIVITY_RUN_LIMIT,
+                start_to_close_timeout=self._run_limit,
                 retry_policy=self._retry(maximum_attempts=_FOREVER),
                 summary=f"commit {describe_lines(lines)} in {region}",
             ),
@@ -505,7 +504,7 @@ class OrderSaga:
                 ),
                 task_queue=order.regions[home],
                 result_type=StepOutcome,
-                start_to_close_timeout=_ACTIVITY_RUN_LIMIT,
+                start_to_close_timeout=self._run_limit,
                 retry_policy=self._retry(maximum_attempts=_FOREVER),
                 summary=f"record order {status} in {home}",
             ),
@@ -528,7 +527,7 @@ class OrderSaga:
                 ),
                 task_queue=self._order.regions[cart.region],
                 result_type=StepOutcome,
-                start_to_close_timeout=_ACTIVITY_RUN_LIMIT,
+                start_to_close_timeout=self._run_limit,
                 retry_policy=self._retry(maximum_attempts=_FOREVER),
                 summary=f"clear the checked-out cart of {cart.customer_id} in {cart.region}",
             ),
@@ -666,7 +665,7 @@ class OrderSaga:
             request,
             task_queue=self._order.regions[region],
             result_type=StepOutcome,
-            start_to_close_timeout=_ACTIVITY_RUN_LIMIT,
+            start_to_close_timeout=self._run_limit,
             schedule_to_close_timeout=timedelta(
                 seconds=options.compensation_attention_after_seconds
             ),
@@ -684,6 +683,10 @@ class OrderSaga:
         return SagaAborted(reason, _failure_message(error))
 
     # Bookkeeping ------------------------------------------------------------------------------
+
+    @property
+    def _run_limit(self) -> timedelta:
+        return timedelta(seconds=self._order.options.activity_timeout_seconds)
 
     def _key(self, step: str, region: str) -> str:
         """Idempotency key of a step: from the workflow id and the step, never the attempt."""

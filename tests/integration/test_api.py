@@ -17,7 +17,7 @@ from geosaga.devserver import free_port
 from geosaga.settings import Settings
 from regions.models import Capture
 from regions.store import Store
-from tests.helpers import new_key, order, outcome, place, stock, submit
+from tests.helpers import auth_headers, new_key, order, outcome, place, stock, submit
 from workflows.contract import SagaStatus, workflow_id
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -205,7 +205,11 @@ async def unreachable_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient
     app = create_app(dead)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://t",
+            headers=auth_headers(dead),
+        ) as http,
     ):
         yield http
 

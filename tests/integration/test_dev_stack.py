@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from geosaga.devserver import free_port
+from geosaga.security import DEV_API_KEY
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 CONTRACT_API = "http://127.0.0.1:8000"
@@ -151,6 +152,19 @@ def wait_for_end(api: str, order_id: str) -> dict[str, Any]:
     return wait_for_status(api, order_id, "completed", "compensated")
 
 
+def assert_secured(stack: Stack, children: list[int]) -> None:
+    """Writes need the development key, which `geosaga dev` prints; the dev server's Web UI
+    decodes payloads through the API's codec endpoint."""
+    refused = httpx.post(f"{stack.api}/orders/demo-completed/cancel", timeout=10)
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert DEV_API_KEY in stack.log.read_text()
+    commands = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in children]
+    [server] = [command for command in commands if b"start-dev" in command]
+    flag = server.index(b"--ui-codec-endpoint")
+    assert server[flag + 1].decode() == f"{stack.api}/codec"
+
+
 def test_readme_walkthrough_on_the_dev_stack(stack: Stack, dev_env: dict[str, str]) -> None:
     commands = walkthrough_commands()
     assert len(commands) >= 8, "the README walkthrough lost its curl blocks"
@@ -189,6 +203,7 @@ def test_readme_walkthrough_on_the_dev_stack(stack: Stack, dev_env: dict[str, st
 
     children = stack.children()
     assert len(children) == 5  # temporal, three region workers, the API
+    assert_secured(stack, children)
     assert stack.stop() == 0
     assert [pid for pid in children if _alive(pid)] == []
 

@@ -23,6 +23,7 @@ from regions.store import Store
 from tests.cluster import Cluster
 from tests.helpers import (
     assert_invariants,
+    auth_headers,
     new_key,
     on_hand,
     order,
@@ -207,7 +208,11 @@ async def unpolled_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(idle)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://t",
+            headers=auth_headers(idle),
+        ) as http,
     ):
         yield http
 

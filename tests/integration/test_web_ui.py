@@ -1,4 +1,7 @@
-"""The Temporal Web UI, in a real headless Chromium, shows each saga path's steps.
+"""The Temporal Web UI, in a real headless Chromium, shows each saga path's steps, and shows
+them decrypted: Temporal holds every payload encrypted, and the UI decodes them through the
+API's codec endpoint (the `codec_api` fixture, which the test dev server names in
+`--ui-codec-endpoint`).
 
 Every saga runs for real (API → Temporal → region workers → region stores); then the browser
 follows the order's `links.ui` to the workflow's Timeline, where the UI labels each activity
@@ -19,6 +22,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 
+from geosaga.codec import is_encrypted
 from geosaga.devserver import DevServer
 from regions.store import Store
 from tests.browser import SharedChromium, WorkflowPages, read_workflow
@@ -33,7 +37,8 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedChromium]:
+def chromium(tmp_path_factory: pytest.TempPathFactory, codec_api: str) -> Iterator[SharedChromium]:
+    """The browser; payloads are encrypted, so the UI decodes them through `codec_api`."""
     shared = SharedChromium(tmp_path_factory.mktemp("chromium"))
     yield shared
     shared.close()
@@ -325,3 +330,42 @@ async def test_a_compensated_order_is_found_by_search_attribute_in_the_workflow_
     listed = await asyncio.to_thread(search)
 
     assert workflow_id(completed.order_id) not in listed
+
+
+async def test_the_ui_shows_the_input_decrypted_that_temporal_holds_encrypted(
+    api: httpx.AsyncClient,
+    client: Client,
+    stores: dict[str, Store],
+    temporal_server: DevServer,
+    chromium: SharedChromium,
+    artifacts: Path,
+) -> None:
+    stock(stores, {"us-east": {"SKU-1": 5}})
+    customer = f"c-{new_key()}"
+    saga = await place(api, client, order("us-east", [("SKU-1", 1)], "tok_ok", customer))
+    wid = workflow_id(saga.order_id)
+    # What Temporal keeps, read by a client without the codec.
+    plain = await Client.connect(temporal_server.address)
+    history = await plain.get_workflow_handle(wid).fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    stored = b"".join(event.SerializeToString() for event in history.events)
+    page_url = (
+        f"{temporal_server.ui_url}/namespaces/default/workflows/{wid}/{history.run_id}/history"
+    )
+
+    def read_input() -> str:
+        page = chromium.get().open(page_url)
+        try:
+            text = page.wait_for_text(
+                ['"payment_token": "tok_ok"', f'"customer_id": "{customer}"', "Input"]
+            )
+            page.screenshot(artifacts / "web-ui-decoded-input.png")
+            return text
+        finally:
+            page.close()
+
+    shown = await asyncio.to_thread(read_input)
+
+    assert all(is_encrypted(payload) for payload in started.input.payloads)
+    assert b"tok_ok" not in stored
+    assert '"order_id": "' + saga.order_id + '"' in shown
