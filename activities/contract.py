@@ -26,6 +26,7 @@ class ActivityName(StrEnum):
     APPLY_EVENTS = "apply_events"
     REPLICATION_CURSOR = "replication_cursor"
     CLEAR_CART = "clear_cart"
+    NOOP = "noop"
 
 
 class ErrorType(StrEnum):
@@ -131,6 +132,7 @@ class ReadOutbox(BaseModel):
     after_id: int
     limit: int
     wait_seconds: float
+    linger_seconds: float = 0.0
 
 
 class OutboxBatch(BaseModel):

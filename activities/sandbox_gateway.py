@@ -16,6 +16,7 @@ from sqlalchemy import DateTime, Table
 from sqlmodel import Field, Session, SQLModel, select
 
 from activities.gateway import GatewayAuthorisation, GatewayRejected, GatewayUnavailable
+from regions.migrate import schema_lock
 from regions.models import utcnow
 from regions.money import to_minor
 from regions.store import Store
@@ -40,7 +41,9 @@ class SandboxPayment(SQLModel, table=True):
 class SandboxGateway:
     def __init__(self, store: Store) -> None:
         self._store = store
-        SQLModel.metadata.create_all(store.engine, tables=[_sandbox_table()])
+        # Under the schema lock: the region's other workers may be creating it right now.
+        with schema_lock(store.engine) as connection:
+            SQLModel.metadata.create_all(connection, tables=[_sandbox_table()])
 
     def authorise(
         self, *, key: str, token: str, amount: Decimal, currency: str

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.schemas import ErrorBody
 from geosaga.security import api_keys, codec_trusts_ui_origin, key_matches, ui_origin
 from geosaga.settings import Settings
 
@@ -32,6 +33,19 @@ _bearer = HTTPBearer(
     ),
 )
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+# What a route that needs a key may answer, for its OpenAPI `responses`.
+UNAUTHORISED: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorBody,
+        "description": "No valid API key: send `Authorization: Bearer <key>`",
+        "headers": {
+            "WWW-Authenticate": {
+                "description": "The Bearer challenge",
+                "schema": {"type": "string"},
+            }
+        },
+    }
+}
 
 
 @dataclass(frozen=True)
@@ -77,7 +91,7 @@ def unauthorised(credentials: HTTPAuthorizationCredentials | None) -> HTTPExcept
         detail = "this endpoint needs an API key: send Authorization: Bearer <key>"
         challenge = 'Bearer realm="geosaga"'
     else:
-        detail = "the API key is not valid"
+        detail = "the API key sent in Authorization is not valid"
         challenge = 'Bearer realm="geosaga", error="invalid_token"'
     return HTTPException(401, detail, headers={"WWW-Authenticate": challenge})
 

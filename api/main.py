@@ -7,10 +7,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.trace import TracerProvider
+from starlette.types import ASGIApp
 
 from api import errors
-from api.auth import READ_METHODS, ApiAuth, require_key
+from api.auth import READ_METHODS, UNAUTHORISED, ApiAuth, require_key
 from api.metrics import registry_for
+from api.request_metrics import RequestMetrics, RequestMetricsMiddleware
 from api.routes import carts, catalog, codec, health, metrics, orders, regions, replication
 from api.services import Services
 from geosaga.codec import EncryptionCodec
@@ -20,20 +24,24 @@ from geosaga.temporal import connect
 from regions.store import close_stores, open_stores
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
     """Raises geosaga.security.ConfigurationError when the settings may not serve: production
-    without API keys or without a payload key."""
+    without API keys or without a payload key. `tracer_provider` defaults to the process's."""
     settings = settings or Settings()
+    request_metrics = RequestMetrics()
     auth = ApiAuth.from_settings(settings)
     payload_codec = EncryptionCodec(payload_keyring(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Lazy: the API starts (and answers 503) while Temporal is still down.
-        client = await connect(settings, lazy=True)
+        client = await connect(settings, lazy=True, tracer_provider=tracer_provider)
         stores = open_stores(settings)
         app.state.services = Services(settings=settings, client=client, stores=stores)
         app.state.metrics = registry_for(stores)
+        request_metrics.register(app.state.metrics)
         try:
             yield
         finally:
@@ -53,13 +61,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, metrics):
         app.include_router(module.router)
     for module in (catalog, regions, replication, orders, carts):
-        app.include_router(module.router, dependencies=[Depends(require_key)])
+        app.include_router(
+            module.router, dependencies=[Depends(require_key)], responses=UNAUTHORISED
+        )
     app.include_router(codec.router, max_body_size=settings.codec_max_body_bytes)
     app.add_middleware(codec.CodecCORS, origin=auth.ui_origin)
     if not settings.auth_reads:
         _document_optional_reads(app)
     errors.install(app)
+    _answer_declared_oversized_bodies(app, settings)
+    # Around every route and FastAPI's own middleware: each request is counted and timed,
+    # inside a span whose context the saga it starts carries on (geosaga/temporal.py's
+    # tracing interceptor).
+    app.add_middleware(RequestMetricsMiddleware, metrics=request_metrics)
+    if settings.tracing:
+        app.add_middleware(
+            OpenTelemetryMiddleware,
+            excluded_urls="healthz,metrics",
+            exclude_spans=["receive", "send"],
+            tracer_provider=tracer_provider,
+        )
     return app
+
+
+def _answer_declared_oversized_bodies(app: FastAPI, settings: Settings) -> None:
+    """Wraps the whole app, FastAPI's own middleware included, in errors.DeclaredBodyLimit."""
+    build = app.build_middleware_stack
+
+    def limit(path: str) -> int:
+        return settings.codec_max_body_bytes if codec.serves(path) else settings.max_body_bytes
+
+    def build_middleware_stack() -> ASGIApp:
+        return errors.DeclaredBodyLimit(build(), limit)
+
+    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
 
 
 def _document_optional_reads(app: FastAPI) -> None:

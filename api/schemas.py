@@ -132,3 +132,16 @@ class Health(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorBody(BaseModel):
+    """A 422: each field that is wrong, and one message that names them all."""
+
+    detail: list[FieldError]
+    message: Annotated[str, Field(examples=["lines[0].quantity: Input should be greater than 0"])]

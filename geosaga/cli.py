@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,13 +15,10 @@ from rich.console import Console
 from geosaga.operate import attention, dead_letters, rerun
 from geosaga.security import ConfigurationError
 from geosaga.settings import Settings
+from geosaga.telemetry import configure_process
 
 app = typer.Typer(help="geosaga: a multi-region order service on Temporal.", no_args_is_help=True)
 console = Console()
-
-
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
 @contextmanager
@@ -50,8 +46,9 @@ def worker(region: Annotated[str, typer.Option(help="The region this process ser
     """Run one region's worker: its activities on region.NAME, workflows on the orders queue."""
     from regions.worker import run_region
 
-    _logging()
     settings = Settings()
+    # Logs with trace ids, tracing, and the runtime that serves this worker's metrics.
+    configure_process(settings, f"worker-{region}", worker=True)
     if region not in settings.regions:
         console.print(f"[red]unknown region {region!r}; known: {', '.join(settings.regions)}")
         raise typer.Exit(2)
@@ -72,11 +69,12 @@ def api() -> None:
     """Serve the HTTP API."""
     from api.main import create_app
 
-    _logging()
     settings = Settings()
+    configure_process(settings, "api")
     with _refusing_unsafe_settings():
         served = create_app(settings)
-    uvicorn.run(served, host=settings.api_host, port=settings.api_port)
+    # No log config of uvicorn's own: its lines go through the process's (trace ids, JSON).
+    uvicorn.run(served, host=settings.api_host, port=settings.api_port, log_config=None)
 
 
 app.add_typer(attention, name="attention")
@@ -110,6 +108,35 @@ def check(
         close_stores(stores)
     if not ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    orders: Annotated[int, typer.Option(help="Orders (and floor workflows) under load")] = 200,
+    concurrency: Annotated[int, typer.Option(help="How many at a time")] = 20,
+    idle: Annotated[int, typer.Option(help="One-at-a-time runs for idle latency")] = 20,
+    spawn: Annotated[
+        bool,
+        typer.Option(
+            help="Run a throwaway `geosaga dev` on free ports instead of the configured stack"
+        ),
+    ] = False,
+    compare_stock: Annotated[
+        bool, typer.Option(help="With --spawn: also measure the untuned stack, in the same run")
+    ] = False,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the results here")] = None,
+) -> None:
+    """Real sagas over HTTP against the floor (no-op activities of the same shape)."""
+    import json
+    from pathlib import Path
+
+    from geosaga.bench_main import bench_all
+
+    results = asyncio.run(
+        bench_all(Settings(), orders, concurrency, idle, spawn, compare_stock, console)
+    )
+    if json_out:
+        Path(json_out).write_text(json.dumps(results, indent=2) + "\n")
 
 
 @app.command("event-schemas")

@@ -6,21 +6,23 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from asyncio.subprocess import Process
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.table import Table
 
-from geosaga.devserver import DevServer, wait_for_port, wait_until_serving
+from geosaga.devserver import SQLITE_PRAGMAS, DevServer, wait_for_port, wait_until_serving
 from geosaga.security import DEV_API_KEY, Keyring, api_keys, payload_keyring
 from geosaga.settings import Settings
 from regions.seed import seed_demo_stock
 from regions.store import close_stores, open_stores
 
 _STOP_GRACE_SECONDS = 10.0
+DEV_METRICS_PORT = 9464
 
 
 def dev_server_for(settings: Settings) -> DevServer:
@@ -33,6 +35,8 @@ def dev_server_for(settings: Settings) -> DevServer:
         db_filename=settings.data_dir / "temporal.db",
         namespace=settings.temporal_namespace,
         codec_endpoint=codec_endpoint(settings),
+        sqlite_pragmas=SQLITE_PRAGMAS if settings.dev_sqlite_pragmas else (),
+        dynamic_config=settings.dev_dynamic_config,
     )
 
 
@@ -62,21 +66,47 @@ async def run_dev(settings: Settings, console: Console) -> int:
             seeded = seed_demo_stock(stores)
         finally:
             close_stores(stores)
+        metrics_ports = worker_metrics_ports(settings)
         for region in settings.regions:
-            worker = await _spawn([sys.executable, "-m", "geosaga", "worker", "--region", region])
+            worker = await _spawn(
+                [sys.executable, "-m", "geosaga", "worker", "--region", region],
+                {"GEOSAGA_WORKER_METRICS_PORT": str(metrics_ports[region])},
+            )
             children.append((f"worker {region}", worker))
         children.append(("api", await _spawn([sys.executable, "-m", "geosaga", "api"])))
         await wait_for_port(settings.api_host, settings.api_port)
-        _announce(console, settings, server, seeded, keys, keyring)
+        _announce(console, settings, server, seeded, keys, keyring, metrics_ports)
         return await _supervise(children, stop, console)
     finally:
         await _stop_all(children)
 
 
-async def _spawn(command: Sequence[str]) -> Process:
+def worker_metrics_ports(settings: Settings) -> dict[str, int]:
+    """Each worker's own Prometheus port: the first free ones from GEOSAGA_WORKER_METRICS_PORT
+    (default 9464) up, one per region, in catalog order."""
+    ports: dict[str, int] = {}
+    candidate = settings.worker_metrics_port or DEV_METRICS_PORT
+    for region in settings.regions:
+        while not _port_free(settings.worker_metrics_host, candidate):
+            candidate += 1
+        ports[region] = candidate
+        candidate += 1
+    return ports
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+async def _spawn(command: Sequence[str], env: Mapping[str, str] | None = None) -> Process:
     # A session of its own: Ctrl-C reaches only this supervisor, which stops children in order.
     return await asyncio.create_subprocess_exec(
-        *command, env=os.environ.copy(), start_new_session=True
+        *command, env={**os.environ, **(env or {})}, start_new_session=True
     )
 
 
@@ -117,6 +147,7 @@ def _announce(
     seeded: list[str],
     keys: tuple[str, ...],
     keyring: Keyring,
+    metrics_ports: Mapping[str, int],
 ) -> None:
     table = Table(title="geosaga is running", show_header=False)
     table.add_row("API", settings.api_url)
@@ -130,6 +161,13 @@ def _announce(
     table.add_row("Temporal Web UI", server.ui_url)
     table.add_row("Temporal frontend", server.address)
     table.add_row("Regions", ", ".join(settings.regions))
+    host = settings.worker_metrics_host
+    table.add_row(
+        "Worker metrics",
+        ", ".join(
+            f"{region} http://{host}:{port}/metrics" for region, port in metrics_ports.items()
+        ),
+    )
     table.add_row("Data", str(settings.data_dir.resolve()))
     if seeded:
         table.add_row("Seeded demo stock", ", ".join(seeded))

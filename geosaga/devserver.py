@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
 
@@ -46,6 +49,9 @@ class DevServer:
     search_attributes: bool = True
     # The remote codec the Web UI decodes payloads with (the API's /codec).
     codec_endpoint: str | None = None
+    # Tuning measured in BENCHMARKS.md: SQLite pragmas and dynamic config values.
+    sqlite_pragmas: tuple[str, ...] = SQLITE_PRAGMAS
+    dynamic_config: Mapping[str, Any] = field(default_factory=dict)
     extra: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -71,8 +77,10 @@ class DevServer:
             "error",
             *(search_attribute_flags() if self.search_attributes else []),
         ]
-        for pragma in SQLITE_PRAGMAS:
+        for pragma in self.sqlite_pragmas:
             args += ["--sqlite-pragma", pragma]
+        for key, value in sorted(self.dynamic_config.items()):
+            args += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
         if self.db_filename is not None:
             self.db_filename.parent.mkdir(parents=True, exist_ok=True)
             args += ["--db-filename", str(self.db_filename)]

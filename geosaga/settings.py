@@ -6,7 +6,7 @@ import base64
 import binascii
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -93,7 +93,15 @@ class Settings(BaseSettings):
     replication: bool = True
     replication_batch_size: int = 100
     replication_poll_seconds: float = 10.0
+    # How long a relay waits for more events once some arrived (fuller, fewer batches).
+    replication_linger_seconds: float = 0.5
     replication_max_attempts: int = 5
+
+    # Performance tuning, each measured in BENCHMARKS.md: the embedded dev server's SQLite
+    # pragmas and dynamic config, and the workers' options (False: the SDK's defaults).
+    dev_sqlite_pragmas: bool = True
+    dev_dynamic_config: dict[str, Any] = Field(default_factory=dict)
+    worker_tuning: bool = True
 
     # Chaos testing: a JSON object of region → FaultSpec, e.g.
     # GEOSAGA_FAULTS='{"eu-west": {"latency_rate": 0.2, "error_rate": 0.1}}'
@@ -124,6 +132,17 @@ class Settings(BaseSettings):
     temporal_tls_client_key: Path | None = None
     temporal_tls_server_name: str | None = None
     temporal_api_key: SecretStr | None = None
+
+    # Telemetry (geosaga/telemetry.py; README, "Production"). A worker serves the Temporal
+    # SDK's metrics and the saga's for Prometheus at http://<host>:<port>/metrics when a port
+    # is set (each worker process needs its own). Tracing makes spans from the HTTP request
+    # through the saga to every activity, exported to an OTLP/HTTP collector when an endpoint
+    # is set (e.g. http://otel-collector:4318/v1/traces); log lines carry their trace id.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    tracing: bool = True
+    otlp_endpoint: str | None = None
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("api_keys", mode="before")
     @classmethod

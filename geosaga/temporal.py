@@ -6,18 +6,21 @@ import dataclasses
 from pathlib import Path
 from typing import TypedDict
 
+from opentelemetry.trace import TracerProvider
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import (
     DataConverter,
     DefaultFailureConverter,
     DefaultFailureConverterWithEncodedAttributes,
 )
+from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from geosaga.codec import EncryptionCodec
@@ -33,21 +36,42 @@ class ConnectOptions(TypedDict):
     data_converter: DataConverter
     tls: bool | TLSConfig
     api_key: str | None
+    interceptors: list[Interceptor]
 
 
-async def connect(settings: Settings, *, lazy: bool = False) -> Client:
-    """`lazy` defers connecting to the first call: the API starts while Temporal is down."""
-    return await Client.connect(settings.temporal_address, lazy=lazy, **connect_options(settings))
+async def connect(
+    settings: Settings,
+    *,
+    lazy: bool = False,
+    runtime: Runtime | None = None,
+    tracer_provider: TracerProvider | None = None,
+) -> Client:
+    """`lazy` defers connecting to the first call: the API starts while Temporal is down.
+
+    `runtime` (default: the process's, which `geosaga worker` sets up to serve metrics) and
+    `tracer_provider` (default: the process's) are for tests that collect their own."""
+    return await Client.connect(
+        settings.temporal_address,
+        lazy=lazy,
+        runtime=runtime,
+        **connect_options(settings, tracer_provider=tracer_provider),
+    )
 
 
-def connect_options(settings: Settings) -> ConnectOptions:
-    """The namespace, the data converter with the payload codec, TLS and the API key."""
+def connect_options(
+    settings: Settings, *, tracer_provider: TracerProvider | None = None
+) -> ConnectOptions:
+    """The namespace, the data converter with the payload codec, TLS, the API key, and the
+    tracing interceptor: spans from the caller's context (an HTTP request) through the
+    workflow to every activity, in workers made from this client too."""
     api_key = settings.temporal_api_key
+    tracer = tracer_provider.get_tracer(__name__) if tracer_provider is not None else None
     return ConnectOptions(
         namespace=settings.temporal_namespace,
         data_converter=data_converter(settings),
         tls=tls_config(settings),
         api_key=api_key.get_secret_value() if api_key is not None else None,
+        interceptors=[TracingInterceptor(tracer)] if settings.tracing else [],
     )
 
 

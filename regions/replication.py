@@ -46,10 +46,20 @@ class BatchResult:
 
 
 def apply_batch(store: Store, envelopes: list[Envelope], *, max_attempts: int) -> BatchResult:
-    """Applies a relayed batch in order. Raises ApplyFailed after the rest of the batch ran."""
+    """Applies a relayed batch in order, in one transaction (each event in a savepoint).
+
+    A failing event is rolled back alone; its successors in its aggregate wait in the inbox.
+    Its attempt is counted afterwards, and ApplyFailed asks the relay to deliver again.
+    """
     result = BatchResult()
-    for envelope in envelopes:
-        _receive(store, envelope, result, max_attempts)
+    failed: list[tuple[Envelope, Exception]] = []
+    with store.transaction() as session:
+        for envelope in envelopes:
+            failure = _receive(session, store.region, envelope, result)
+            if failure is not None:
+                failed.append((envelope, failure))
+    for envelope, failure in failed:
+        _record_failure(store, envelope, failure, result, max_attempts)
     if result.failures:
         raise ApplyFailed("; ".join(result.failures))
     return result
@@ -87,31 +97,30 @@ def sources(store: Store) -> list[ReplicationSource]:
         return list(session.exec(select(ReplicationSource)))
 
 
-def _receive(store: Store, envelope: Envelope, result: BatchResult, max_attempts: int) -> None:
-    failure: Exception | None = None
-    with store.transaction() as session:
-        source = _source(session, envelope.source_region)
-        source.delivered_through = max(source.delivered_through, envelope.outbox_id)
-        source.last_event_created_at = envelope.created_at
-        session.add(source)
-        if session.get(ProcessedEvent, envelope.event_id) is not None:
-            source.duplicates += 1
-            result.duplicates += 1
-            return
-        progress = _progress(session, envelope)
-        if envelope.sequence <= progress.last_sequence:
-            source.duplicates += 1
-            result.duplicates += 1
-            return
-        if envelope.sequence > progress.last_sequence + 1:
-            if session.get(InboxEvent, envelope.event_id) is None:
-                session.add(_inbox(envelope))
-                source.held_back += 1
-                result.held_back += 1
-            return
-        failure = _apply_in_order(session, store.region, envelope, progress, source, result)
-    if failure is not None:
-        _record_failure(store, envelope, failure, result, max_attempts)
+def _receive(
+    session: Session, region: str, envelope: Envelope, result: BatchResult
+) -> Exception | None:
+    """Applies, holds back or skips one event; returns its handler's failure, if any."""
+    source = _source(session, envelope.source_region)
+    source.delivered_through = max(source.delivered_through, envelope.outbox_id)
+    source.last_event_created_at = envelope.created_at
+    session.add(source)
+    if session.get(ProcessedEvent, envelope.event_id) is not None:
+        source.duplicates += 1
+        result.duplicates += 1
+        return None
+    progress = _progress(session, envelope)
+    if envelope.sequence <= progress.last_sequence:
+        source.duplicates += 1
+        result.duplicates += 1
+        return None
+    if envelope.sequence > progress.last_sequence + 1:
+        if session.get(InboxEvent, envelope.event_id) is None:
+            session.add(_inbox(envelope))
+            source.held_back += 1
+            result.held_back += 1
+        return None
+    return _apply_in_order(session, region, envelope, progress, source, result)
 
 
 def _apply_in_order(

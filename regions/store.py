@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
-from sqlmodel import Session, SQLModel, create_engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, create_engine
 
 from geosaga.settings import Settings
+from regions import migrate
 from regions.catalog import regions
 from regions.models import ClockState  # importing it registers every table on the metadata
 
@@ -32,9 +34,12 @@ class Store:
         return self.engine.dialect.name == "sqlite"
 
     def create_schema(self) -> None:
-        SQLModel.metadata.create_all(self.engine)
+        """Brings the schema to the newest migration (regions/migrations, `alembic upgrade
+        head`); safe when several processes open the same store at once."""
+        migrate.upgrade(self.engine)
         # The clock row exists before any writer locks it, so concurrent first writes queue.
-        with self.transaction() as session:
+        # A process opening the store at the same moment may insert it first: that is fine.
+        with suppress(IntegrityError), self.transaction() as session:
             if session.get(ClockState, self.region) is None:
                 session.add(ClockState(region=self.region, wall_ms=0, logical=0))
 

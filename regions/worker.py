@@ -19,14 +19,17 @@ from temporalio.worker import Worker
 
 from activities.faults import FaultInjector
 from activities.gateway import PaymentGateway
+from activities.noop import noop
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.replication import ReplicationActivities
 from activities.sandbox_gateway import SandboxGateway
 from activities.stock import StockActivities
+from geosaga.saga_metrics import SagaMetrics
 from geosaga.settings import Settings
 from geosaga.temporal import connect, ensure_search_attributes
 from regions.store import Store
+from workflows.floor import Floor
 from workflows.order_saga import OrderSaga
 from workflows.relay import Relay
 from workflows.relay_contract import RelayInput, relay_id
@@ -55,7 +58,7 @@ def activity_worker(
         client,
         task_queue=settings.task_queue(store.region),
         interceptors=[FaultInjector(faults)] if faults else [],
-        activities=[*stock.all(), *payments.all(), *orders.all(), *replication.all()],
+        activities=[*stock.all(), *payments.all(), *orders.all(), *replication.all(), noop],
         activity_executor=executor,
         max_concurrent_activities=ACTIVITY_THREADS,
     )
@@ -69,11 +72,17 @@ def workflow_worker(
     `max_cached_workflows=0` makes every workflow task replay the whole history (tests).
     """
     queue = settings.workflow_task_queue
-    workflows = [OrderSaga, Relay]
+    workflows = [OrderSaga, Relay, Floor]
+    # Saga outcomes and step latencies, exported with the SDK's metrics (geosaga/saga_metrics.py).
+    metrics = [SagaMetrics(settings.region_task_queue_prefix)]
     if max_cached_workflows is None:
-        return Worker(client, task_queue=queue, workflows=workflows)
+        return Worker(client, task_queue=queue, workflows=workflows, interceptors=metrics)
     return Worker(
-        client, task_queue=queue, workflows=workflows, max_cached_workflows=max_cached_workflows
+        client,
+        task_queue=queue,
+        workflows=workflows,
+        interceptors=metrics,
+        max_cached_workflows=max_cached_workflows,
     )
 
 
@@ -87,6 +96,7 @@ def relays_from(settings: Settings, source: str) -> list[RelayInput]:
             destination_queue=settings.task_queue(destination),
             batch_size=settings.replication_batch_size,
             poll_seconds=settings.replication_poll_seconds,
+            linger_seconds=settings.replication_linger_seconds,
         )
         for destination in settings.regions
     ]

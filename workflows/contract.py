@@ -190,3 +190,20 @@ class OperatorResult(BaseModel):
     status: SagaStatus
     stage: Stage
     message: str
+
+
+FLOOR_WORKFLOW = "Floor"
+
+
+class FloorInput(BaseModel):
+    """A saga's shape for `geosaga bench`'s floor: each stage's task queues run in parallel."""
+
+    stages: list[list[str]]
+
+
+def local_order_shape(home_queue: str) -> FloorInput:
+    """A local order's saga: stock check alongside the authorisation, reserve, capture,
+    commit, record the outcome — six activities in five stages, all in the home region."""
+    return FloorInput(
+        stages=[[home_queue, home_queue], [home_queue], [home_queue], [home_queue], [home_queue]]
+    )

@@ -59,7 +59,10 @@ class Relay:
             batch: OutboxBatch = await workflow.execute_activity(
                 ActivityName.READ_OUTBOX,
                 ReadOutbox(
-                    after_id=self._cursor, limit=relay.batch_size, wait_seconds=relay.poll_seconds
+                    after_id=self._cursor,
+                    limit=relay.batch_size,
+                    wait_seconds=relay.poll_seconds,
+                    linger_seconds=relay.linger_seconds,
                 ),
                 task_queue=relay.source_queue,
                 result_type=OutboxBatch,

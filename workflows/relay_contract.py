@@ -14,6 +14,7 @@ class RelayInput(BaseModel):
     destination_queue: str
     batch_size: int = 100
     poll_seconds: float = 10.0
+    linger_seconds: float = 0.5
     # The last outbox id delivered; None on a relay's first run (it asks the destination).
     after_id: int | None = None
 

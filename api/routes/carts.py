@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, HTTPException, Path, Response, status
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
 from api import sagas
-from api.errors import invalid
+from api.errors import BAD_INPUT, JSON_BODY, TEMPORAL_ERRORS, invalid, require_json
 from api.routes.orders import IdempotencyKey
 from api.schemas import ID_PATTERN, ErrorBody, OrderAccepted, Strict
 from api.services import Services, ServicesDep
@@ -16,13 +16,17 @@ from regions import carts
 from regions.catalog import PRODUCTS_BY_SKU
 from regions.store import Store
 
-router = APIRouter(prefix="/carts", tags=["carts"])
+router = APIRouter(prefix="/carts", tags=["carts"], responses=BAD_INPUT)
 
 Customer = Annotated[str, Path(pattern=ID_PATTERN, description="The customer's id")]
 Sku = Annotated[str, Path(min_length=1, max_length=64)]
 RegionHeader = Annotated[
     str | None,
-    Header(alias="X-Region", description="The region that serves the request (default: the API's)"),
+    Header(
+        alias="X-Region",
+        min_length=1,
+        description="The region that serves the request (default: the API's)",
+    ),
 ]
 _ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 409: {"model": ErrorBody}}
 
@@ -56,7 +60,12 @@ async def get_cart(
     return _view(customer, store, snapshot.items)
 
 
-@router.put("/{customer}/items/{sku}", response_model=CartView, responses=_ERRORS)
+@router.put(
+    "/{customer}/items/{sku}",
+    response_model=CartView,
+    responses={**_ERRORS, **JSON_BODY},
+    dependencies=[Depends(require_json)],
+)
 async def set_item(
     customer: Customer,
     sku: Sku,
@@ -94,7 +103,8 @@ async def remove_item(
     "/{customer}/checkout",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=OrderAccepted,
-    responses={**_ERRORS, 503: {"model": ErrorBody}},
+    responses={**_ERRORS, **TEMPORAL_ERRORS, **JSON_BODY},
+    dependencies=[Depends(require_json)],
 )
 async def checkout(
     customer: Customer,

@@ -7,9 +7,9 @@ so the UI's origin gets CORS. `geosaga dev` points the dev server's `--ui-codec-
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from google.protobuf import json_format
@@ -18,15 +18,15 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.api.common.v1 import Payload, Payloads
 
-from api.auth import RequireCodecAccess
-from api.errors import invalid
+from api.auth import UNAUTHORISED, RequireCodecAccess
+from api.errors import BAD_INPUT, JSON_BODY, invalid, require_json
 from api.schemas import ErrorBody
 from geosaga.codec import DecryptionError, EncryptionCodec
 
 PREFIX = "/codec"
 CORS_HEADERS = ("Authorization", "Content-Type", "X-Namespace")
 
-router = APIRouter(prefix=PREFIX, tags=["codec"])
+router = APIRouter(prefix=PREFIX, tags=["codec"], dependencies=[Depends(require_json)])
 
 
 # Protobuf JSON's bytes: standard or URL-safe base64, padded or not.
@@ -34,17 +34,21 @@ Base64 = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/_-]*={0,2}$")]
 
 
 class WirePayload(BaseModel):
-    """A payload in protobuf JSON: metadata values and data are base64."""
+    """A payload in protobuf JSON: metadata values and data are base64. Protobuf knows no
+    other fields, so neither does this (an unknown one is a 422 naming it)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid")
 
     metadata: dict[str, Base64] = Field(
         default_factory=dict, examples=[{"encoding": "anNvbi9wbGFpbg=="}]
     )
     data: Base64 = Field(default="", examples=["InRva19vayI="])
+    externalPayloads: list[dict[str, Any]] | None = None  # noqa: N815 (protobuf JSON's name)
 
 
 class WirePayloads(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     payloads: list[WirePayload]
 
 
@@ -54,7 +58,9 @@ Namespace = Annotated[
 ]
 _RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorBody, "description": "a payload cannot be decrypted"},
-    401: {"model": ErrorBody},
+    **UNAUTHORISED,
+    **BAD_INPUT,
+    **JSON_BODY,
 }
 
 
@@ -80,6 +86,11 @@ async def encode(
     return _answer(await _codec(request).encode(_parse(body)))
 
 
+def serves(path: str) -> bool:
+    """Whether a request path is the codec endpoint's."""
+    return path == PREFIX or path.startswith(f"{PREFIX}/")
+
+
 def _codec(request: Request) -> EncryptionCodec:
     codec: EncryptionCodec = request.app.state.codec
     return codec
@@ -89,7 +100,7 @@ def _parse(body: WirePayloads) -> list[Payload]:
     parsed: list[Payload] = []
     for position, payload in enumerate(body.payloads):
         try:
-            parsed.append(json_format.ParseDict(payload.model_dump(), Payload()))
+            parsed.append(json_format.ParseDict(payload.model_dump(exclude_none=True), Payload()))
         except json_format.ParseError as error:
             field = ("body", "payloads", position)
             raise RequestValidationError([invalid(field, f"not a payload: {error}")]) from None
@@ -118,8 +129,7 @@ class CodecCORS:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path == PREFIX or path.startswith(f"{PREFIX}/"):
+        if scope["type"] == "http" and serves(scope["path"]):
             await self.cors(scope, receive, send)
         else:
             await self.app(scope, receive, send)

@@ -6,14 +6,14 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
-from api.errors import temporal_unreachable
-from api.schemas import ErrorBody, Health
+from api.errors import TEMPORAL_ERRORS, temporal_unreachable
+from api.schemas import Health
 from api.services import ServicesDep
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health, responses={503: {"model": ErrorBody}})
+@router.get("/healthz", response_model=Health, responses=TEMPORAL_ERRORS)
 async def healthz(services: ServicesDep) -> Health | JSONResponse:
     """200 when the API can reach Temporal, 503 with the reason otherwise."""
     settings = services.settings

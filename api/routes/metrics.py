@@ -7,7 +7,11 @@ from starlette.concurrency import run_in_threadpool
 router = APIRouter(tags=["metrics"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics (text exposition format)."""
     body = await run_in_threadpool(generate_latest, request.app.state.metrics)

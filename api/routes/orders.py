@@ -3,9 +3,10 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response, status
 
 from api import operations, sagas
+from api.errors import BAD_INPUT, JSON_BODY, TEMPORAL_ERRORS, require_json
 from api.schemas import (
     ID_PATTERN,
     ActionAccepted,
@@ -20,7 +21,7 @@ from api.schemas import (
 from api.services import Services, ServicesDep
 from workflows.contract import SagaStatus
 
-router = APIRouter(prefix="/orders", tags=["orders"])
+router = APIRouter(prefix="/orders", tags=["orders"], responses=BAD_INPUT)
 
 OrderId = Annotated[str, Path(pattern=ID_PATTERN, description="The order's Idempotency-Key")]
 IdempotencyKey = Annotated[
@@ -34,7 +35,7 @@ IdempotencyKey = Annotated[
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody},
     409: {"model": ErrorBody},
-    503: {"model": ErrorBody},
+    **TEMPORAL_ERRORS,
 }
 
 
@@ -42,7 +43,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=OrderAccepted,
-    responses={**_ERRORS, 413: {"model": ErrorBody}},
+    responses={**_ERRORS, **JSON_BODY},
+    dependencies=[Depends(require_json)],
 )
 async def submit_order(
     order: OrderRequest, idempotency_key: IdempotencyKey, services: ServicesDep, response: Response
@@ -64,7 +66,7 @@ async def submit_order(
     )
 
 
-@router.get("", response_model=list[OrderSummary], responses={503: {"model": ErrorBody}})
+@router.get("", response_model=list[OrderSummary], responses=TEMPORAL_ERRORS)
 async def list_orders(
     services: ServicesDep,
     saga_status: Annotated[SagaStatus | None, Query(alias="status")] = None,
@@ -119,7 +121,8 @@ async def retry_compensations(order_id: OrderId, services: ServicesDep) -> Actio
     "/{order_id}/resolve",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=ActionAccepted,
-    responses=_ERRORS,
+    responses={**_ERRORS, **JSON_BODY},
+    dependencies=[Depends(require_json)],
 )
 async def resolve(
     order_id: OrderId, resolution: ResolutionIn, services: ServicesDep

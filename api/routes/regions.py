@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from starlette.concurrency import run_in_threadpool
 
+from api.errors import BAD_INPUT, JSON_BODY, require_json
 from api.schemas import ErrorBody, RegionOut, StockOut, StockUpdate
 from api.services import ServicesDep, StoreDep
 from regions import inventory
@@ -19,7 +20,11 @@ async def list_regions(services: ServicesDep) -> list[RegionOut]:
     return [RegionOut(name=name, task_queue=settings.task_queue(name)) for name in settings.regions]
 
 
-@router.get("/{region}/stock", response_model=list[StockOut], responses={404: {"model": ErrorBody}})
+@router.get(
+    "/{region}/stock",
+    response_model=list[StockOut],
+    responses={404: {"model": ErrorBody}, **BAD_INPUT},
+)
 async def region_stock(store: StoreDep) -> list[StockOut]:
     """Stock of every catalog SKU in one region."""
     levels = await run_in_threadpool(inventory.list_stock, store)
@@ -29,7 +34,8 @@ async def region_stock(store: StoreDep) -> list[StockOut]:
 @router.put(
     "/{region}/stock/{sku}",
     response_model=StockOut,
-    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}, **BAD_INPUT, **JSON_BODY},
+    dependencies=[Depends(require_json)],
 )
 async def set_stock(sku: str, update: StockUpdate, store: StoreDep) -> StockOut:
     """Sets physical stock (an operator call); it may not fall below what is reserved."""

@@ -6,11 +6,12 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from api.errors import BAD_INPUT
 from api.schemas import ErrorBody
 from api.services import ServicesDep, StoreDep
 from regions import replication
 
-router = APIRouter(prefix="/regions", tags=["replication"])
+router = APIRouter(prefix="/regions", tags=["replication"], responses=BAD_INPUT)
 
 
 class SourceStatus(BaseModel):

@@ -1,0 +1,50 @@
+"""`geosaga bench` runs end to end on a throwaway stack (a smoke test: no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_bench_measures_sagas_and_the_floor_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "geosaga",
+            "bench",
+            "--spawn",
+            "--orders",
+            "4",
+            "--concurrency",
+            "2",
+            "--idle",
+            "2",
+            "--json",
+            str(out),
+        ],
+        env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(out.read_text())["tuned"]
+    assert result["saga_load"]["runs"] == 4
+    assert result["floor_load"]["runs"] == 4
+    assert result["saga_idle"]["runs"] == 2
+    assert result["saga_load"]["per_second"] > 0
+    assert set(result["ratios"]) == {
+        "throughput (saga / floor)",
+        "idle p50 (saga / floor)",
+        "POST /orders p99 / raw start p99",
+    }
+    steps = {step["name"] for step in result["saga_steps"]}
+    assert {"workflow task", "check_stock", "reserve_stock", "capture_payment"} <= steps
+    assert {step["name"] for step in result["floor_steps"]} == {"workflow task", "noop"}
+    assert "geosaga against the floor" in run.stdout
