@@ -20,9 +20,8 @@ from regions import outbox, replication
 from regions.models import ReplicationSource
 from regions.store import Store
 
-# While the outbox is quiet, look less and less often (a busy one is read at once).
-_FIRST_POLL = 0.05
-_LONGEST_POLL = 1.0
+# How often an idle relay looks for events written by another process (the API's carts).
+_LOOK_AGAIN = 1.0
 
 
 class ReplicationActivities:
@@ -39,11 +38,13 @@ class ReplicationActivities:
 
         Once some arrive it lingers up to `linger_seconds` for a fuller batch: under load,
         a relay then costs Temporal a few round trips a second instead of one per event.
+        It sleeps until this process writes to the store (other writers are found by looking
+        again every `_LOOK_AGAIN` seconds), so an idle relay costs next to nothing.
         """
         deadline = time.monotonic() + request.wait_seconds
-        interval = _FIRST_POLL
         linger_until: float | None = None
         while True:
+            writes = self._store.writes
             with self._store.reading() as session:
                 events = outbox.read_after(session, request.after_id, request.limit)
             now = time.monotonic()
@@ -54,8 +55,10 @@ class ReplicationActivities:
             if full or lingered or now >= deadline or activity.is_cancelled():
                 return OutboxBatch(events=events)
             activity.heartbeat()
-            time.sleep(_FIRST_POLL if events else interval)
-            interval = min(interval * 2, _LONGEST_POLL)
+            if linger_until is not None:
+                time.sleep(min(linger_until, deadline) - now)
+            else:
+                self._store.wait_for_write(writes, min(_LOOK_AGAIN, deadline - now))
 
     @activity.defn(name=ActivityName.APPLY_EVENTS)
     def apply_events(self, request: ApplyEvents) -> AppliedEvents:

@@ -173,7 +173,7 @@ class Bench:
 
 
 async def run(
-    bench: Bench, *, orders: int, concurrency: int, idle: int, console: Console
+    bench: Bench, *, orders: int, concurrency: int, idle: int, starts: int, console: Console
 ) -> Result:
     await bench.prepare()
     for n in range(3):  # warm caches, connections and the sandbox
@@ -185,7 +185,7 @@ async def run(
     saga_idle_pairs = [await bench.saga(n) for n in range(idle)]
     saga_idle = _phase([p[1] for p in saga_idle_pairs], sum(p[1] for p in saga_idle_pairs))
     raw, posted = [], []
-    for n in range(idle):  # interleaved, so both see the same server state
+    for n in range(starts):  # interleaved, so both see the same server state
         raw.append(await bench.raw_start(n))
         posted.append(await bench.post_only(n))
     floor_load = await _concurrent(bench.floor, orders, concurrency, "floor", console)

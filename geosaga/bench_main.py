@@ -3,28 +3,35 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
 from rich.console import Console
 
-from geosaga import bench
+from geosaga import bench, bench_scale
 from geosaga.bench_stack import STOCK, spawned
 from geosaga.security import api_keys
 from geosaga.settings import Settings
 from geosaga.temporal import connect
 
 
+@dataclass(frozen=True)
+class Sizes:
+    orders: int
+    concurrency: int
+    idle: int
+    starts: int
+    scale: list[int] = field(default_factory=list)
+
+
 async def bench_all(
-    settings: Settings,
-    orders: int,
-    concurrency: int,
-    idle: int,
-    spawn: bool,
-    compare_stock: bool,
-    console: Console,
+    settings: Settings, sizes: Sizes, spawn: bool, compare_stock: bool, console: Console
 ) -> dict[str, Any]:
-    """Measures the tuned stack (and, asked to, the stock one first); returns the JSON."""
+    """Measures the tuned stack (and, asked to, the stock one first); returns the JSON.
+
+    The scale runs and the soak, when asked for, run on the tuned stack only.
+    """
     profiles: list[tuple[str, dict[str, str]]] = []
     if spawn and compare_stock:
         profiles.append(("stock", STOCK))
@@ -44,15 +51,31 @@ async def bench_all(
                     timeout=60,
                 )
             )
+            measured = bench.Bench(target, client, http)
             result = await bench.run(
-                bench.Bench(target, client, http),
-                orders=orders,
-                concurrency=concurrency,
-                idle=idle,
+                measured,
+                orders=sizes.orders,
+                concurrency=sizes.concurrency,
+                idle=sizes.idle,
+                starts=sizes.starts,
                 console=console,
             )
             bench.report(result, console, title=name)
             results[name] = result.as_json()
+            if sizes.scale and name != "stock":
+                scaled = await bench_scale.scale(
+                    measured,
+                    sizes.scale,
+                    sizes.concurrency,
+                    console,
+                    data_dir=target.data_dir if spawn else None,
+                )
+                bench_scale.report(scaled, console)
+                results["scale"] = {
+                    "runs": [asdict(run) for run in scaled.runs],
+                    "largest / smallest (throughput)": scaled.ratio,
+                    "memory": [{**asdict(m), "growth": m.growth} for m in scaled.memory],
+                }
     if "stock" in results:
         stock, tuned = results["stock"]["floor_load"], results["tuned"]["floor_load"]
         speedup = round(tuned["per_second"] / stock["per_second"], 2)

@@ -115,6 +115,9 @@ def bench(
     orders: Annotated[int, typer.Option(help="Orders (and floor workflows) under load")] = 200,
     concurrency: Annotated[int, typer.Option(help="How many at a time")] = 20,
     idle: Annotated[int, typer.Option(help="One-at-a-time runs for idle latency")] = 20,
+    starts: Annotated[
+        int, typer.Option(help="One-at-a-time starts each way: POST /orders and a raw start")
+    ] = 100,
     spawn: Annotated[
         bool,
         typer.Option(
@@ -124,19 +127,46 @@ def bench(
     compare_stock: Annotated[
         bool, typer.Option(help="With --spawn: also measure the untuned stack, in the same run")
     ] = False,
+    scale: Annotated[
+        str | None,
+        typer.Option(
+            help="Then runs of these sizes (e.g. 1000,10000): throughput by size, and RSS of the "
+            "API and workers across the last run (the soak)"
+        ),
+    ] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the results here")] = None,
 ) -> None:
     """Real sagas over HTTP against the floor (no-op activities of the same shape)."""
     import json
     from pathlib import Path
 
-    from geosaga.bench_main import bench_all
+    from geosaga.bench_main import Sizes, bench_all
 
     results = asyncio.run(
-        bench_all(Settings(), orders, concurrency, idle, spawn, compare_stock, console)
+        bench_all(
+            Settings(),
+            Sizes(orders, concurrency, idle, starts, _counts(scale)),
+            spawn,
+            compare_stock,
+            console,
+        )
     )
     if json_out:
         Path(json_out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _counts(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError as error:
+        raise typer.BadParameter(
+            "a comma-separated list of order counts", param_hint="--scale"
+        ) from error
+    if any(count < 1 for count in counts):
+        raise typer.BadParameter("every count must be at least 1", param_hint="--scale")
+    return counts
 
 
 @app.command("event-schemas")

@@ -12,10 +12,12 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AsyncExitStack
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.faults import FaultInjector
 from activities.gateway import PaymentGateway
@@ -75,15 +77,20 @@ def workflow_worker(
     workflows = [OrderSaga, Relay, Floor]
     # Saga outcomes and step latencies, exported with the SDK's metrics (geosaga/saga_metrics.py).
     metrics = [SagaMetrics(settings.region_task_queue_prefix)]
-    if max_cached_workflows is None:
-        return Worker(client, task_queue=queue, workflows=workflows, interceptors=metrics)
-    return Worker(
-        client,
-        task_queue=queue,
-        workflows=workflows,
-        interceptors=metrics,
-        max_cached_workflows=max_cached_workflows,
-    )
+    options: dict[str, Any] = {}
+    if max_cached_workflows is not None:
+        options["max_cached_workflows"] = max_cached_workflows
+    if settings.worker_tuning:
+        options["workflow_runner"] = _TUNED_RUNNER
+    return Worker(client, task_queue=queue, workflows=workflows, interceptors=metrics, **options)
+
+
+# The sandbox still forbids clocks, I/O and randomness in workflow code, but shares modules
+# with the worker instead of importing them afresh for every workflow run (BENCHMARKS.md).
+# Safe here because no module geosaga's workflows import keeps mutable state they use.
+_TUNED_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
+)
 
 
 def relays_from(settings: Settings, source: str) -> list[RelayInput]:

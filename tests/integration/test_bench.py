@@ -24,6 +24,10 @@ def test_bench_measures_sagas_and_the_floor_and_writes_json(tmp_path: Path) -> N
             "2",
             "--idle",
             "2",
+            "--starts",
+            "3",
+            "--scale",
+            "2,3",
             "--json",
             str(out),
         ],
@@ -48,3 +52,14 @@ def test_bench_measures_sagas_and_the_floor_and_writes_json(tmp_path: Path) -> N
     assert {"workflow task", "check_stock", "reserve_stock", "capture_payment"} <= steps
     assert {step["name"] for step in result["floor_steps"]} == {"workflow task", "noop"}
     assert "geosaga against the floor" in run.stdout
+    scale = json.loads(out.read_text())["scale"]
+    assert [r["orders"] for r in scale["runs"]] == [2, 3]
+    assert all(r["per_second"] > 0 for r in scale["runs"])
+    # The soak samples the API and one worker per region of the stack it spawned, no others.
+    assert {m["process"] for m in scale["memory"]} == {
+        "api",
+        "worker us-east",
+        "worker eu-west",
+        "worker ap-south",
+    }
+    assert all(m["first_mb"] > 0 for m in scale["memory"])
