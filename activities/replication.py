@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from temporalio import activity
@@ -36,8 +37,9 @@ class ReplicationActivities:
     def read_outbox(self, request: ReadOutbox) -> OutboxBatch:
         """Waits up to `wait_seconds` for events after the cursor (a long poll).
 
-        Once some arrive it lingers up to `linger_seconds` for a fuller batch: under load,
-        a relay then costs Temporal a few round trips a second instead of one per event.
+        Once some arrive it lingers until the oldest is `linger_seconds` old, for a fuller
+        batch: under load, a relay then costs Temporal a round trip a second or so instead of
+        one per event.
         It sleeps until this process writes to the store (other writers are found by looking
         again every `_LOOK_AGAIN` seconds), so an idle relay costs next to nothing.
         """
@@ -49,7 +51,10 @@ class ReplicationActivities:
                 events = outbox.read_after(session, request.after_id, request.limit)
             now = time.monotonic()
             if events and linger_until is None:
-                linger_until = now + request.linger_seconds
+                # Lingering counts from the oldest event's write, so a backlog (a region
+                # back from a partition) ships at once instead of waiting a linger more.
+                age = time.time() - _utc(events[0].created_at).timestamp()
+                linger_until = now + max(0.0, request.linger_seconds - age)
             full = len(events) >= request.limit
             lingered = linger_until is not None and now >= linger_until
             if full or lingered or now >= deadline or activity.is_cancelled():
@@ -79,3 +84,8 @@ class ReplicationActivities:
         with self._store.reading() as session:
             source = session.get(ReplicationSource, request.source_region)
         return source.delivered_through if source else 0
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; the outbox writes UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     replication_batch_size: int = 100
     replication_poll_seconds: float = 10.0
     # How long a relay waits for more events once some arrived (fuller, fewer batches).
-    replication_linger_seconds: float = 0.5
+    replication_linger_seconds: float = 1.0
     replication_max_attempts: int = 5
 
     # Performance tuning, each measured in BENCHMARKS.md: the embedded dev server's SQLite
