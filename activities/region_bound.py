@@ -9,8 +9,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.contract import ErrorType, StepOutcome
+from regions import views
 from regions.events import OrderEvent
-from regions.outbox import record_event
 from regions.store import Store
 
 
@@ -23,7 +23,7 @@ class RegionBound:
         return self._store.region
 
     def _publish(self, session: Session, event: OrderEvent) -> None:
-        record_event(session, self.region, event, event.order_id)
+        views.publish(session, self.region, event, event.order_id)
 
     def _outcome(self, key: str, status: str, **fields: Any) -> StepOutcome:
         return StepOutcome(key=key, region=self.region, status=status, **fields)

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
+from regions import views
 from regions.catalog import PRODUCTS
 from regions.events import StockLevelChanged
 from regions.models import Stock, StockView, utcnow
-from regions.outbox import record_event
 from regions.store import Store
 
 
@@ -104,4 +104,4 @@ def publish_levels(
             cause=cause,
             order_id=order_id,
         )
-        record_event(session, region, event, row.sku)
+        views.publish(session, region, event, row.sku)

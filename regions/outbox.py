@@ -9,7 +9,7 @@ from sqlmodel import Session, col, select
 
 from regions import clock
 from regions.events import MULTI_WRITER, Envelope, Event, dumps
-from regions.models import AggregateProgress, AggregateSequence, OutboxEvent
+from regions.models import AggregateProgress, AggregateSequence, DeadLetter, OutboxEvent
 
 
 def record_event(session: Session, region: str, event: Event, aggregate_id: str) -> OutboxEvent:
@@ -86,3 +86,17 @@ def _next_sequence(session: Session, aggregate_type: str, aggregate_id: str) -> 
     counter.last_sequence += 1
     session.add(counter)
     return counter.last_sequence
+
+
+def dead_letter(envelope: Envelope, attempts: int, error: str) -> DeadLetter:
+    """An event this region could not apply, kept whole so an operator can re-drive it."""
+    return DeadLetter(
+        event_id=envelope.event_id,
+        source_region=envelope.source_region,
+        event_type=envelope.event_type,
+        aggregate_type=envelope.aggregate_type,
+        aggregate_id=envelope.aggregate_id,
+        envelope=envelope.model_dump_json(),
+        attempts=attempts,
+        error=error,
+    )

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from sqlmodel import Session, col, func, select
 
-from regions import clock, views
+from regions import clock, outbox, views
 from regions.events import Envelope
 from regions.hlc import Timestamp
 from regions.models import (
@@ -254,18 +254,7 @@ def _record_failure(
             session.add(inbox)
             result.failures.append(f"{envelope.event_type} {envelope.event_id}: {message}")
             return
-        session.add(
-            DeadLetter(
-                event_id=envelope.event_id,
-                source_region=envelope.source_region,
-                event_type=envelope.event_type,
-                aggregate_type=envelope.aggregate_type,
-                aggregate_id=envelope.aggregate_id,
-                envelope=envelope.model_dump_json(),
-                attempts=inbox.attempts,
-                error=message,
-            )
-        )
+        session.add(outbox.dead_letter(envelope, inbox.attempts, message))
         if session.get(InboxEvent, envelope.event_id) is not None:
             session.delete(inbox)
         source = _source(session, envelope.source_region)
@@ -335,6 +324,8 @@ def status(stores: Mapping[str, Store], destination: str) -> list[PairStatus]:
     now = utcnow()
     pairs = []
     for source, store in stores.items():
+        if source == destination:
+            continue  # a region's own events reach its read models as they are written
         row = counters.get(source) or ReplicationSource(source_region=source)
         with store.reading() as session:
             pending = session.exec(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -23,11 +24,31 @@ from regions.events import (
 )
 from regions.models import OrderView, StockView, utcnow
 from regions.money import to_minor
+from regions.outbox import dead_letter, envelope, record_event
+
+log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Event)
 
 # Returns True when the event was concurrent with what the region already knew (a conflict).
 Handler = Callable[[Session, Envelope, Event], bool]
+
+
+def publish(session: Session, region: str, event: Event, aggregate_id: str) -> None:
+    """Adds a local write's event to the outbox for the other regions, and applies it to this
+    region's read models in the same transaction. A region has no relay to itself: it was a
+    third of replication's cost (BENCHMARKS.md)."""
+    row = record_event(session, region, event, aggregate_id)
+    session.flush()
+    local = envelope(row)
+    try:
+        with session.begin_nested():
+            apply(session, local)
+    except Exception as error:
+        # The write stands and the other regions still get the event; only this region's
+        # view waits, in the dead-letter table, for an operator to re-drive it after a fix.
+        log.exception("%s %s not applied to %s's views", local.event_type, local.event_id, region)
+        session.add(dead_letter(local, 1, f"{type(error).__name__}: {error}"))
 
 
 def apply(session: Session, envelope: Envelope) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -94,7 +95,8 @@ _TUNED_RUNNER = SandboxedWorkflowRunner(
 
 
 def relays_from(settings: Settings, source: str) -> list[RelayInput]:
-    """One relay from `source` to every region, itself included."""
+    """One relay from `source` to every other region (its own read models are written with
+    its events, in the same transaction: activities/region_bound.py)."""
     return [
         RelayInput(
             source=source,
@@ -106,11 +108,13 @@ def relays_from(settings: Settings, source: str) -> list[RelayInput]:
             linger_seconds=settings.replication_linger_seconds,
         )
         for destination in settings.regions
+        if destination != source
     ]
 
 
 async def start_relays(client: Client, settings: Settings, source: str) -> list[str]:
     """Starts the source's relays unless they already run; returns their workflow ids."""
+    await _stop_relay_to_itself(client, settings, source)
     started = []
     for relay in relays_from(settings, source):
         await client.start_workflow(
@@ -123,6 +127,17 @@ async def start_relays(client: Client, settings: Settings, source: str) -> list[
         )
         started.append(relay_id(relay))
     return started
+
+
+async def _stop_relay_to_itself(client: Client, settings: Settings, source: str) -> None:
+    """Ends the relay from a region to itself that earlier versions ran: redundant now."""
+    queue = settings.task_queue(source)
+    itself = RelayInput(
+        source=source, destination=source, source_queue=queue, destination_queue=queue
+    )
+    handle = client.get_workflow_handle(relay_id(itself))
+    with contextlib.suppress(RPCError):
+        await handle.terminate(reason="a region's own read models are written with its events")
 
 
 async def run_workers(workers: Sequence[Worker], stop: asyncio.Event) -> None:
