@@ -1,4 +1,4 @@
-from geosaga.cli import app
+from geosaga.cli import main
 
 if __name__ == "__main__":
-    app()
+    main()

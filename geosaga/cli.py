@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 import uvicorn
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from rich.console import Console
 
 from geosaga.operate import attention, dead_letters, rerun
@@ -230,3 +235,28 @@ def replay(
         raise typer.Exit(2)
     outcomes = asyncio.run(replay_all(files, workflow_id or [], Settings()))
     raise typer.Exit(report(outcomes, console))
+
+
+def main() -> None:
+    """The `geosaga` command. It ends without the interpreter's teardown, during which the
+    Temporal client's Rust threads can abort a short-lived process ("PyGILState_Release",
+    temporalio/sdk-python#300): output, logs and spans are flushed first."""
+    code: int = 0
+    try:
+        app()
+    except SystemExit as stop:
+        if isinstance(stop.code, str):
+            print(stop.code, file=sys.stderr)
+        code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    finally:
+        _flush()
+    os._exit(code)
+
+
+def _flush() -> None:
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
