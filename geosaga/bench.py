@@ -24,6 +24,7 @@ from temporalio.client import Client
 
 from api.sagas import order_input, search_attributes
 from api.schemas import OrderRequest
+from geosaga.bench_procs import cpu_seconds
 from geosaga.settings import Settings
 from workflows.contract import FLOOR_WORKFLOW, local_order_shape, workflow_id
 from workflows.order_saga import OrderSaga
@@ -78,6 +79,8 @@ class Result:
     post_orders: Percentiles
     saga_steps: list[Step] = field(default_factory=list)
     floor_steps: list[Step] = field(default_factory=list)
+    # CPU milliseconds per workflow under load, by process: {"floor": {...}, "saga": {...}}.
+    cpu_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -97,10 +100,19 @@ class Result:
 
 
 class Bench:
-    def __init__(self, settings: Settings, client: Client, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: Client,
+        http: httpx.AsyncClient,
+        *,
+        processes: dict[int, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.client = client
         self.http = http
+        # The stack's processes, whose CPU time is charged to each phase under load.
+        self.processes = processes or {}
         self.saga_ids: list[str] = []
         self.floor_ids: list[str] = []
 
@@ -188,10 +200,13 @@ async def run(
     for n in range(starts):  # interleaved, so both see the same server state
         raw.append(await bench.raw_start(n))
         posted.append(await bench.post_only(n))
+    cpu_before = cpu_seconds(bench.processes)
     floor_load = await _concurrent(bench.floor, orders, concurrency, "floor", console)
+    cpu_between = cpu_seconds(bench.processes)
     saga_pairs, seconds = await _timed(
         _concurrently(bench.saga, orders, concurrency, "sagas", console)
     )
+    cpu_after = cpu_seconds(bench.processes)
     saga_load = Phase(
         runs=orders,
         seconds=round(seconds, 2),
@@ -210,7 +225,17 @@ async def run(
         post_orders=Percentiles.of(posted),
         saga_steps=await step_timings(bench.client, bench.saga_ids[-50:]),
         floor_steps=await step_timings(bench.client, bench.floor_ids[-50:]),
+        cpu_ms={
+            "floor": _per_run(cpu_before, cpu_between, orders),
+            "saga": _per_run(cpu_between, cpu_after, orders),
+        },
     )
+
+
+def _per_run(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
+    """Milliseconds of CPU each process spent per run, and their total."""
+    spent = {name: round((after[name] - before.get(name, 0.0)) / runs * 1000, 1) for name in after}
+    return {**dict(sorted(spent.items())), "total": round(sum(spent.values()), 1)}
 
 
 async def _sequential(action: Callable[[int], Awaitable[float]], count: int) -> Phase:
@@ -338,6 +363,14 @@ def report(result: Result, console: Console, title: str = "geosaga bench") -> No
             f"{twin.run.p50:.1f}" if twin else "",
         )
     console.print(steps)
+    if result.cpu_ms.get("saga"):
+        cpu = Table(title="CPU per workflow under load, ms (user + system, from /proc)")
+        for column in ("process", "floor", "saga"):
+            cpu.add_column(column)
+        floor_cpu = result.cpu_ms["floor"]
+        for name, ms in result.cpu_ms["saga"].items():
+            cpu.add_row(name, f"{floor_cpu.get(name, 0.0):.1f}", f"{ms:.1f}")
+        console.print(cpu)
     ratios = Table(title="geosaga against the floor")
     ratios.add_column("ratio")
     ratios.add_column("value")

@@ -10,6 +10,7 @@ import httpx
 from rich.console import Console
 
 from geosaga import bench, bench_scale
+from geosaga.bench_procs import stack_processes
 from geosaga.bench_stack import STOCK, spawned
 from geosaga.security import api_keys
 from geosaga.settings import Settings
@@ -51,7 +52,8 @@ async def bench_all(
                     timeout=60,
                 )
             )
-            measured = bench.Bench(target, client, http)
+            data_dir = target.data_dir if spawn else None
+            measured = bench.Bench(target, client, http, processes=stack_processes(data_dir))
             result = await bench.run(
                 measured,
                 orders=sizes.orders,
@@ -68,7 +70,7 @@ async def bench_all(
                     sizes.scale,
                     sizes.concurrency,
                     console,
-                    data_dir=target.data_dir if spawn else None,
+                    data_dir=data_dir,
                 )
                 bench_scale.report(scaled, console)
                 results["scale"] = {

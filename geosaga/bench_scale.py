@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from geosaga.bench import Bench, Percentiles, _concurrently
+from geosaga.bench_procs import TEMPORAL, rss_mb, stack_processes
 
 _SAMPLE_SECONDS = 5.0
 
@@ -53,37 +54,6 @@ class Scale:
         """Throughput of the largest run over the smallest (1.0: no slowdown with size)."""
         first, last = self.runs[0].per_second, self.runs[-1].per_second
         return round(last / first, 2) if first else 0.0
-
-
-def geosaga_processes(data_dir: Path | None) -> dict[int, str]:
-    """The API and worker processes (of the stack using `data_dir`, when one is given)."""
-    found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [a.decode(errors="replace") for a in argv if a]
-        if "geosaga" not in " ".join(words[:3]):
-            continue
-        if data_dir is not None and f"GEOSAGA_DATA_DIR={data_dir}".encode() not in environ:
-            continue
-        if "api" in words:
-            found[int(entry.name)] = "api"
-        elif "worker" in words and "--region" in words:
-            found[int(entry.name)] = f"worker {words[words.index('--region') + 1]}"
-    return found
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return pages * 4096 / 1e6
 
 
 class MemorySampler:
@@ -130,7 +100,8 @@ async def scale(
 ) -> Scale:
     """Runs each count of orders in turn; memory is sampled over the last (the soak)."""
     runs = []
-    sampler = MemorySampler(geosaga_processes(data_dir))
+    processes = stack_processes(data_dir)
+    sampler = MemorySampler({pid: name for pid, name in processes.items() if name != TEMPORAL})
     sampling: asyncio.Task[None] | None = None
     try:
         for n, count in enumerate(counts):

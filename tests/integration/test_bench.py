@@ -52,6 +52,9 @@ def test_bench_measures_sagas_and_the_floor_and_writes_json(tmp_path: Path) -> N
     assert {"workflow task", "check_stock", "reserve_stock", "capture_payment"} <= steps
     assert {step["name"] for step in result["floor_steps"]} == {"workflow task", "noop"}
     assert "geosaga against the floor" in run.stdout
+    # CPU is charged to the spawned stack's own processes, the Temporal server among them.
+    assert {"temporal server", "api", "worker us-east", "total"} <= set(result["cpu_ms"]["saga"])
+    assert result["cpu_ms"]["saga"]["total"] > 0
     scale = json.loads(out.read_text())["scale"]
     assert [r["orders"] for r in scale["runs"]] == [2, 3]
     assert all(r["per_second"] > 0 for r in scale["runs"])
