@@ -139,20 +139,20 @@ class Bench:
         self.floor_ids.append(wid)
         return time.perf_counter() - started
 
-    def _order(self, n: int) -> dict[str, Any]:
+    def _order(self, n: int, home: str | None = None) -> dict[str, Any]:
         return {
             "customer_id": f"bench-{n % 50}",
-            "home_region": self._home(n),
+            "home_region": home or self._home(n),
             "lines": [{"sku": BENCH_SKU, "quantity": 1}],
             "payment_token": "tok_ok",
         }
 
-    async def saga(self, n: int) -> tuple[float, float]:
+    async def saga(self, n: int, home: str | None = None) -> tuple[float, float]:
         """(time to 202, time to the saga's end) of one order through the API."""
         key = f"bench-{uuid.uuid4().hex[:16]}"
         started = time.perf_counter()
         response = await self.http.post(
-            "/orders", json=self._order(n), headers={"Idempotency-Key": key}
+            "/orders", json=self._order(n, home), headers={"Idempotency-Key": key}
         )
         response.raise_for_status()
         accepted = time.perf_counter()

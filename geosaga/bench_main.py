@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from geosaga import bench, bench_scale
+from geosaga import bench, bench_heal, bench_scale
 from geosaga.bench_procs import stack_processes
 from geosaga.bench_stack import STOCK, spawned
 from geosaga.security import api_keys
@@ -24,6 +24,7 @@ class Sizes:
     idle: int
     starts: int
     scale: list[int] = field(default_factory=list)
+    heals: int = 0
 
 
 async def bench_all(
@@ -64,6 +65,16 @@ async def bench_all(
             )
             bench.report(result, console, title=name)
             results[name] = result.as_json()
+            if sizes.heals and spawn and name != "stock":
+                region = target.regions[-1]
+                [pid] = [p for p, n in measured.processes.items() if n == f"worker {region}"]
+                healed = await bench_heal.heals(measured, sizes.heals, pid, region)
+                bench_heal.report(healed, console)
+                results["heals"] = {
+                    **asdict(healed),
+                    "median seconds": healed.median,
+                    "longest seconds": healed.longest,
+                }
             if sizes.scale and name != "stock":
                 scaled = await bench_scale.scale(
                     measured,

@@ -139,6 +139,13 @@ def bench(
             "API and workers across the last run (the soak)"
         ),
     ] = None,
+    heals: Annotated[
+        int,
+        typer.Option(
+            help="With --spawn: cut the last region off this many times (its worker frozen while "
+            "orders run elsewhere) and time how long it takes to catch up"
+        ),
+    ] = 0,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the results here")] = None,
 ) -> None:
     """Real sagas over HTTP against the floor (no-op activities of the same shape)."""
@@ -147,10 +154,12 @@ def bench(
 
     from geosaga.bench_main import Sizes, bench_all
 
+    if heals and not spawn:
+        raise typer.BadParameter("needs --spawn: it freezes a worker of its own stack")
     results = asyncio.run(
         bench_all(
             Settings(),
-            Sizes(orders, concurrency, idle, starts, _counts(scale)),
+            Sizes(orders, concurrency, idle, starts, _counts(scale), heals),
             spawn,
             compare_stock,
             console,

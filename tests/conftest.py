@@ -181,6 +181,8 @@ def settings(
         retry_maximum_interval_seconds=0.5,
         compensation_attempts_before_attention=3,
         compensation_attention_after_seconds=5.0,
+        # Batching pays under load; the tests wait for convergence instead.
+        replication_linger_seconds=0.1,
         api_keys=(SecretStr(TEST_API_KEY),),
     )
     if backend == "postgres":

@@ -28,6 +28,8 @@ def test_bench_measures_sagas_and_the_floor_and_writes_json(tmp_path: Path) -> N
             "3",
             "--scale",
             "2,3",
+            "--heals",
+            "1",
             "--json",
             str(out),
         ],
@@ -55,6 +57,11 @@ def test_bench_measures_sagas_and_the_floor_and_writes_json(tmp_path: Path) -> N
     # CPU is charged to the spawned stack's own processes, the Temporal server among them.
     assert {"temporal server", "api", "worker us-east", "total"} <= set(result["cpu_ms"]["saga"])
     assert result["cpu_ms"]["saga"]["total"] > 0
+    heals = json.loads(out.read_text())["heals"]
+    # The frozen region missed the other regions' events, and caught up once resumed.
+    assert heals["region"] == "ap-south"
+    assert heals["backlog_events"][0] > 0
+    assert len(heals["seconds"]) == 1
     scale = json.loads(out.read_text())["scale"]
     assert [r["orders"] for r in scale["runs"]] == [2, 3]
     assert all(r["per_second"] > 0 for r in scale["runs"])
