@@ -1,8 +1,9 @@
 """Applying another region's events here: once each, in order per aggregate, or dead-lettered.
 
-A relay delivers a source region's outbox at least once and in outbox order. Each event is
-applied in its own transaction together with its processed-event id, its aggregate's progress
-and the source's counters, so a redelivery is recognised and skipped. An event that arrives
+A relay delivers a source region's outbox at least once and in outbox order. A batch is one
+transaction; each event in it is applied in a savepoint of its own, together with its
+processed-event id and its aggregate's progress, so a redelivery is recognised and skipped
+(the source's counters are written once, at the batch's end). An event that arrives
 before its predecessor (same source, same aggregate) waits in the inbox until it can follow.
 An event whose handler keeps failing is retried with the batch, and after `max_attempts` moves
 to the dead-letter table: its aggregate moves on without it, and an operator can re-drive it.

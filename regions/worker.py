@@ -82,16 +82,17 @@ def workflow_worker(
     if max_cached_workflows is not None:
         options["max_cached_workflows"] = max_cached_workflows
     if settings.worker_tuning:
-        options["workflow_runner"] = _TUNED_RUNNER
+        options["workflow_runner"] = _tuned_runner()
     return Worker(client, task_queue=queue, workflows=workflows, interceptors=metrics, **options)
 
 
-# The sandbox still forbids clocks, I/O and randomness in workflow code, but shares modules
-# with the worker instead of importing them afresh for every workflow run (BENCHMARKS.md).
-# Safe here because no module geosaga's workflows import keeps mutable state they use.
-_TUNED_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
-)
+def _tuned_runner() -> SandboxedWorkflowRunner:
+    """The sandbox still forbids clocks, I/O and randomness in workflow code, but shares
+    modules with the worker instead of importing them afresh for every workflow run
+    (BENCHMARKS.md). Safe here: no module geosaga's workflows import keeps state they use."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
+    )
 
 
 def relays_from(settings: Settings, source: str) -> list[RelayInput]:
