@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import TypedDict
 
 from sqlmodel import Session, col, select
 
@@ -91,12 +92,24 @@ def _next_sequence(session: Session, aggregate_type: str, aggregate_id: str) -> 
 def dead_letter(envelope: Envelope, attempts: int, error: str) -> DeadLetter:
     """An event this region could not apply, kept whole so an operator can re-drive it."""
     return DeadLetter(
+        **kept(envelope), event_type=envelope.event_type, attempts=attempts, error=error
+    )
+
+
+class Kept(TypedDict):
+    event_id: str
+    source_region: str
+    aggregate_type: str
+    aggregate_id: str
+    envelope: str
+
+
+def kept(envelope: Envelope) -> Kept:
+    """What the inbox and the dead-letter table keep of an event: its identity and itself."""
+    return Kept(
         event_id=envelope.event_id,
         source_region=envelope.source_region,
-        event_type=envelope.event_type,
         aggregate_type=envelope.aggregate_type,
         aggregate_id=envelope.aggregate_id,
         envelope=envelope.model_dump_json(),
-        attempts=attempts,
-        error=error,
     )

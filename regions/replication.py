@@ -291,14 +291,7 @@ def _progress(session: Session, envelope: Envelope) -> AggregateProgress:
 
 
 def _inbox(envelope: Envelope) -> InboxEvent:
-    return InboxEvent(
-        event_id=envelope.event_id,
-        source_region=envelope.source_region,
-        aggregate_type=envelope.aggregate_type,
-        aggregate_id=envelope.aggregate_id,
-        sequence=envelope.sequence,
-        envelope=envelope.model_dump_json(),
-    )
+    return InboxEvent(**outbox.kept(envelope), sequence=envelope.sequence)
 
 
 @dataclass(frozen=True)

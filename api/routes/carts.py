@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import sagas
 from api.errors import BAD_INPUT, JSON_BODY, TEMPORAL_ERRORS, invalid, require_json
-from api.routes.orders import IdempotencyKey
+from api.routes.orders import IdempotencyKey, accepted
 from api.schemas import ID_PATTERN, ErrorBody, OrderAccepted, Strict
 from api.services import Services, ServicesDep
 from regions import carts
@@ -125,13 +125,7 @@ async def checkout(
         raise HTTPException(409, str(conflict)) from None
     except sagas.EmptyCart as empty:
         raise HTTPException(409, str(empty)) from None
-    if not started:
-        response.headers["Idempotent-Replayed"] = "true"
-    return OrderAccepted(
-        order_id=idempotency_key,
-        status=saga_status,
-        links=sagas.links(services.settings, idempotency_key),
-    )
+    return accepted(response, services, idempotency_key, saga_status, started=started)
 
 
 def _store(services: Services, region: str | None) -> Store:

@@ -57,12 +57,17 @@ async def submit_order(
         )
     except sagas.IdempotencyConflict as conflict:
         raise HTTPException(409, str(conflict)) from None
+    return accepted(response, services, idempotency_key, saga_status, started=started)
+
+
+def accepted(
+    response: Response, services: Services, order_id: str, saga_status: SagaStatus, *, started: bool
+) -> OrderAccepted:
+    """The 202 for an order's saga; a repeated key is marked so clients can tell."""
     if not started:
         response.headers["Idempotent-Replayed"] = "true"
     return OrderAccepted(
-        order_id=idempotency_key,
-        status=saga_status,
-        links=sagas.links(services.settings, idempotency_key),
+        order_id=order_id, status=saga_status, links=sagas.links(services.settings, order_id)
     )
 
 
