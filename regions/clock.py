@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from sqlmodel import Session, select
 
+from regions import locked
 from regions.hlc import HybridLogicalClock, Timestamp
 from regions.models import ClockState
 
@@ -23,13 +24,19 @@ def observe(session: Session, region: str, remote: Timestamp) -> Timestamp:
 def _advance(
     session: Session, region: str, step: Callable[[HybridLogicalClock], Timestamp]
 ) -> Timestamp:
-    state = session.exec(
-        select(ClockState).where(ClockState.region == region).with_for_update()
-    ).first()
-    last = Timestamp(state.wall_ms, state.logical, region) if state else None
+    state = locked.once_per_transaction(
+        session,
+        ("clock", region),
+        lambda: (
+            session.exec(
+                select(ClockState).where(ClockState.region == region).with_for_update()
+            ).first()
+            or ClockState(region=region, wall_ms=0, logical=0)
+        ),
+    )
+    last = Timestamp(state.wall_ms, state.logical, region) if state.wall_ms else None
     clock = HybridLogicalClock(region, last=last)
     stamp = step(clock)
-    state = state or ClockState(region=region, wall_ms=0, logical=0)
     state.wall_ms, state.logical = stamp.wall_ms, stamp.logical
     session.add(state)
     return stamp

@@ -8,7 +8,7 @@ from typing import TypedDict
 
 from sqlmodel import Session, col, select
 
-from regions import clock
+from regions import clock, locked
 from regions.events import MULTI_WRITER, Envelope, Event, dumps
 from regions.models import AggregateProgress, AggregateSequence, DeadLetter, OutboxEvent
 
@@ -19,7 +19,9 @@ def record_event(session: Session, region: str, event: Event, aggregate_id: str)
     sequence = _next_sequence(session, event.aggregate, aggregate_id)
     vector = None
     if event.aggregate in MULTI_WRITER:
-        vector = {**known_versions(session, event.aggregate, aggregate_id), region: sequence}
+        with session.no_autoflush:  # only relayed events write what it reads
+            known = known_versions(session, event.aggregate, aggregate_id)
+        vector = {**known, region: sequence}
     row = OutboxEvent(
         event_id=str(uuid.uuid4()),
         event_type=event.type,
@@ -76,14 +78,21 @@ def envelope(row: OutboxEvent) -> Envelope:
 
 
 def _next_sequence(session: Session, aggregate_type: str, aggregate_id: str) -> int:
-    counter = session.exec(
-        select(AggregateSequence)
-        .where(
-            AggregateSequence.aggregate_type == aggregate_type,
-            AggregateSequence.aggregate_id == aggregate_id,
-        )
-        .with_for_update()
-    ).first() or AggregateSequence(aggregate_type=aggregate_type, aggregate_id=aggregate_id)
+    counter = locked.once_per_transaction(
+        session,
+        ("sequence", aggregate_type, aggregate_id),
+        lambda: (
+            session.exec(
+                select(AggregateSequence)
+                .where(
+                    AggregateSequence.aggregate_type == aggregate_type,
+                    AggregateSequence.aggregate_id == aggregate_id,
+                )
+                .with_for_update()
+            ).first()
+            or AggregateSequence(aggregate_type=aggregate_type, aggregate_id=aggregate_id)
+        ),
+    )
     counter.last_sequence += 1
     session.add(counter)
     return counter.last_sequence

@@ -1,9 +1,9 @@
 """Applying another region's events here: once each, in order per aggregate, or dead-lettered.
 
 A relay delivers a source region's outbox at least once and in outbox order. A batch is one
-transaction; each event in it is applied in a savepoint of its own, together with its
-processed-event id and its aggregate's progress, so a redelivery is recognised and skipped
-(the source's counters are written once, at the batch's end). An event that arrives
+transaction; each event in it is applied together with its processed-event id and its
+aggregate's progress, so a redelivery is recognised and skipped (the source's counters are
+written once, at the batch's end). An event that arrives
 before its predecessor (same source, same aggregate) waits in the inbox until it can follow.
 An event whose handler keeps failing is retried with the batch, and after `max_attempts` moves
 to the dead-letter table: its aggregate moves on without it, and an operator can re-drive it.
@@ -11,6 +11,7 @@ to the dead-letter table: its aggregate moves on without it, and an operator can
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ from regions.models import (
 )
 from regions.store import Store
 
+log = logging.getLogger(__name__)
+
 
 class ApplyFailed(Exception):
     """An event could not be applied and has attempts left: deliver the batch again later."""
@@ -47,15 +50,34 @@ class BatchResult:
 
 
 def apply_batch(store: Store, envelopes: list[Envelope], *, max_attempts: int) -> BatchResult:
-    """Applies a relayed batch in order, in one transaction (each event in a savepoint).
+    """Applies a relayed batch in order, in one transaction.
 
-    A failing event is rolled back alone; its successors in its aggregate wait in the inbox.
-    Its attempt is counted afterwards, and ApplyFailed asks the relay to deliver again.
+    First as a whole: no savepoints, the batch's views and progress read up front, the clock
+    moved once. If anything in it fails, that is undone and the batch is applied again event by
+    event, each in a savepoint: a failing event is rolled back alone, its successors in its
+    aggregate wait in the inbox, its attempt is counted afterwards, and ApplyFailed asks the
+    relay to deliver again. Savepoints were most of applying's cost (BENCHMARKS.md).
     """
+    try:
+        return _apply(store, envelopes, whole=True)
+    except Exception as error:
+        log.info("a batch from %s needs care: %r", _sources(envelopes), error)
     result = BatchResult()
+    return _apply(store, envelopes, whole=False, result=result, max_attempts=max_attempts)
+
+
+def _apply(
+    store: Store,
+    envelopes: list[Envelope],
+    *,
+    whole: bool,
+    result: BatchResult | None = None,
+    max_attempts: int = 1,
+) -> BatchResult:
+    result = result or BatchResult()
     failed: list[tuple[Envelope, Exception]] = []
     with store.transaction() as session:
-        batch = _Batch.open(session, store.region, envelopes, result)
+        batch = _Batch.open(session, store.region, envelopes, result, whole=whole)
         for envelope in envelopes:
             failure = _receive(batch, envelope)
             if failure is not None:
@@ -68,13 +90,18 @@ def apply_batch(store: Store, envelopes: list[Envelope], *, max_attempts: int) -
     return result
 
 
+def _sources(envelopes: list[Envelope]) -> str:
+    return ", ".join(sorted({e.source_region for e in envelopes}))
+
+
 @dataclass
 class _Batch:
     """What one batch's events share, looked up once instead of once per event.
 
     The sources' counters are kept off the session until the batch ends: each event's
     savepoint flushes whatever is pending, and a counter row rewritten per event was a third
-    of the cost of applying one (BENCHMARKS.md).
+    of the cost of applying one (BENCHMARKS.md). A batch applied `whole` has no savepoints:
+    its aggregates' progress is read up front and the clock moves once, at the end.
     """
 
     session: Session
@@ -84,10 +111,19 @@ class _Batch:
     processed: set[str]
     # Sources with events waiting in the inbox: only they can have held successors.
     waiting: set[str]
+    whole: bool = False
+    progress: dict[tuple[str, str, str], AggregateProgress] = field(default_factory=dict)
+    latest: Timestamp | None = None
 
     @classmethod
     def open(
-        cls, session: Session, region: str, envelopes: list[Envelope], result: BatchResult
+        cls,
+        session: Session,
+        region: str,
+        envelopes: list[Envelope],
+        result: BatchResult,
+        *,
+        whole: bool,
     ) -> _Batch:
         ids = [e.event_id for e in envelopes]
         names = {e.source_region for e in envelopes}
@@ -105,11 +141,40 @@ class _Batch:
             if source in session:
                 session.expunge(source)
             sources[name] = source
-        return cls(session, region, result, sources, set(processed), set(waiting))
+        batch = cls(session, region, result, sources, set(processed), set(waiting), whole)
+        if whole:
+            batch.progress = _progress_of(session, envelopes)
+            views.load(session, envelopes)
+        return batch
+
+    def progress_of(self, envelope: Envelope) -> AggregateProgress:
+        if not self.whole:
+            return _progress(self.session, envelope)
+        key = (envelope.source_region, envelope.aggregate_type, envelope.aggregate_id)
+        if key not in self.progress:
+            self.progress[key] = AggregateProgress(
+                source_region=key[0], aggregate_type=key[1], aggregate_id=key[2]
+            )
+        return self.progress[key]
 
     def close(self) -> None:
+        if self.latest is not None:
+            clock.observe(self.session, self.region, self.latest)
         for source in self.sources.values():
             self.session.merge(source)
+
+
+def _progress_of(
+    session: Session, envelopes: list[Envelope]
+) -> dict[tuple[str, str, str], AggregateProgress]:
+    ids = {e.aggregate_id for e in envelopes}
+    rows = session.exec(
+        select(AggregateProgress).where(
+            col(AggregateProgress.source_region).in_({e.source_region for e in envelopes}),
+            col(AggregateProgress.aggregate_id).in_(ids),
+        )
+    )
+    return {(r.source_region, r.aggregate_type, r.aggregate_id): r for r in rows}
 
 
 def redrive(store: Store, event_id: str) -> bool:
@@ -154,7 +219,7 @@ def _receive(batch: _Batch, envelope: Envelope) -> Exception | None:
         source.duplicates += 1
         result.duplicates += 1
         return None
-    progress = _progress(session, envelope)
+    progress = batch.progress_of(envelope)
     if envelope.sequence <= progress.last_sequence:
         source.duplicates += 1
         result.duplicates += 1
@@ -174,6 +239,7 @@ def _receive(batch: _Batch, envelope: Envelope) -> Exception | None:
         source,
         result,
         inbox=envelope.source_region in batch.waiting,
+        whole=batch if batch.whole else None,
     )
     if failure is None:
         batch.processed.add(envelope.event_id)
@@ -189,19 +255,27 @@ def _apply_in_order(
     result: BatchResult,
     *,
     inbox: bool = True,
+    whole: _Batch | None = None,
 ) -> Exception | None:
     """Applies the event, then any held successors it unblocks; returns a handler's failure.
 
     `inbox=False` says no event of this source waits in the inbox, so none is looked for.
+    In a `whole` batch a failure is raised instead: the batch is applied again with care.
     """
     current: Envelope | None = envelope
     while current is not None:
-        try:
-            with session.begin_nested():
-                conflict = views.apply(session, current)
-                _observe(session, region, current)
-        except Exception as error:
-            return error if current is envelope else None
+        if whole is not None:
+            conflict = views.apply(session, current)
+            if current.source_region != region:
+                stamp = Timestamp.decode(current.hlc)
+                whole.latest = stamp if whole.latest is None else max(whole.latest, stamp)
+        else:
+            try:
+                with session.begin_nested():
+                    conflict = views.apply(session, current)
+                    _observe(session, region, current)
+            except Exception as error:
+                return error if current is envelope else None
         _applied(session, current, progress, source, result, conflict, inbox=inbox)
         current = _next_held(session, current) if inbox else None
     return None

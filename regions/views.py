@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
-from sqlmodel import Session
+from sqlalchemy import event as sa_event
+from sqlmodel import Session, SQLModel, col, select, tuple_
 
 from regions import carts
 from regions.events import (
@@ -29,26 +30,52 @@ from regions.outbox import dead_letter, envelope, record_event
 log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Event)
+V = TypeVar("V", bound=SQLModel)
+
+# Where a transaction keeps the rows of the events it published, in `Session.info`.
+_PUBLISHED = "geosaga_published"
+# Where a batch keeps the views it read up front (and made since), in `Session.info`.
+_LOADED = "geosaga_loaded_views"
 
 # Returns True when the event was concurrent with what the region already knew (a conflict).
 Handler = Callable[[Session, Envelope, Event], bool]
 
 
 def publish(session: Session, region: str, event: Event, aggregate_id: str) -> None:
-    """Adds a local write's event to the outbox for the other regions, and applies it to this
-    region's read models in the same transaction. A region has no relay to itself: it was a
-    third of replication's cost (BENCHMARKS.md)."""
+    """Adds a local write's event to the outbox for the other regions; this region's read models
+    get it when the transaction commits (`_apply_local`). A region has no relay to itself: it
+    was a third of replication's cost (BENCHMARKS.md)."""
     row = record_event(session, region, event, aggregate_id)
+    session.info.setdefault(_PUBLISHED, []).append(row)
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _apply_local(session: Session) -> None:
+    """Applies the transaction's own events to its region's read models, all in one savepoint
+    (one per event was a tenth of a step's cost, BENCHMARKS.md), or one by one if that fails.
+
+    A failure never undoes the write: the other regions still get the event, and only this
+    region's view waits, in the dead-letter table, for an operator to re-drive it after a fix.
+    """
+    rows = [row for row in session.info.pop(_PUBLISHED, []) if row in session]
+    if not rows:
+        return
     session.flush()
-    local = envelope(row)
+    local = [envelope(row) for row in rows]
     try:
         with session.begin_nested():
-            apply(session, local)
-    except Exception as error:
-        # The write stands and the other regions still get the event; only this region's
-        # view waits, in the dead-letter table, for an operator to re-drive it after a fix.
-        log.exception("%s %s not applied to %s's views", local.event_type, local.event_id, region)
-        session.add(dead_letter(local, 1, f"{type(error).__name__}: {error}"))
+            for one in local:
+                apply(session, one)
+        return
+    except Exception:
+        pass  # find which: each again, alone
+    for one in local:
+        try:
+            with session.begin_nested():
+                apply(session, one)
+        except Exception as error:
+            log.exception("%s %s not applied to its region's views", one.event_type, one.event_id)
+            session.add(dead_letter(one, 1, f"{type(error).__name__}: {error}"))
 
 
 def apply(session: Session, envelope: Envelope) -> bool:
@@ -58,10 +85,44 @@ def apply(session: Session, envelope: Envelope) -> bool:
     return handler(session, envelope, event) if handler else False
 
 
+def load(session: Session, envelopes: Iterable[Envelope]) -> None:
+    """Reads every view a batch of events touches, one query per table, so its events find
+    theirs without a query each; views the batch makes are kept too. For a session without
+    savepoints: one rolled back would leave stale views here."""
+    events = [envelope.read() for envelope in envelopes]
+    orders = {e.order_id for e in events if isinstance(e, OrderEvent)}
+    stock = {(e.region, e.sku) for e in events if isinstance(e, StockLevelChanged)}
+    loaded: dict[tuple[type[SQLModel], Any], SQLModel | None] = {}
+    loaded.update({(OrderView, key): None for key in orders})
+    loaded.update({(StockView, key): None for key in stock})
+    if orders:
+        found = session.exec(select(OrderView).where(col(OrderView.order_id).in_(orders)))
+        loaded.update({(OrderView, view.order_id): view for view in found})
+    if stock:
+        pairs = select(StockView).where(tuple_(StockView.region, StockView.sku).in_(stock))
+        loaded.update({(StockView, (view.region, view.sku)): view for view in session.exec(pairs)})
+    session.info[_LOADED] = loaded
+
+
+def _view(session: Session, model: type[V], key: Any, new: Callable[[], V]) -> V:
+    loaded = session.info.get(_LOADED)
+    if loaded is not None and (model, key) in loaded:
+        view = loaded[(model, key)]
+    else:
+        view = session.get(model, key)
+    view = view or new()
+    if loaded is not None:
+        loaded[(model, key)] = view
+    return view
+
+
 def _order(session: Session, envelope: Envelope, event: Event) -> bool:
     assert isinstance(event, OrderEvent)
-    view = session.get(OrderView, event.order_id) or OrderView(
-        order_id=event.order_id, status="running", status_hlc=""
+    view = _view(
+        session,
+        OrderView,
+        event.order_id,
+        lambda: OrderView(order_id=event.order_id, status="running", status_hlc=""),
     )
     known = json.loads(view.version_vector)
     incoming = envelope.version_vector or {}
@@ -91,9 +152,12 @@ def _order(session: Session, envelope: Envelope, event: Event) -> bool:
 
 def _stock(session: Session, envelope: Envelope, event: Event) -> bool:
     assert isinstance(event, StockLevelChanged)
-    view = session.get(StockView, (event.region, event.sku))
-    if view is None:
-        view = StockView(region=event.region, sku=event.sku, on_hand=0, reserved=0, hlc="")
+    view = _view(
+        session,
+        StockView,
+        (event.region, event.sku),
+        lambda: StockView(region=event.region, sku=event.sku, on_hand=0, reserved=0, hlc=""),
+    )
     if envelope.hlc > view.hlc:
         view.on_hand, view.reserved, view.hlc = event.on_hand, event.reserved, envelope.hlc
         view.updated_at = utcnow()
