@@ -78,7 +78,7 @@ class ApiAuth:
         return credentials is not None and key_matches(credentials.credentials, self.keys)
 
 
-def _auth(request: Request) -> ApiAuth:
+async def _auth(request: Request) -> ApiAuth:
     auth: ApiAuth = request.app.state.auth
     return auth
 
@@ -96,7 +96,7 @@ def unauthorised(credentials: HTTPAuthorizationCredentials | None) -> HTTPExcept
     return HTTPException(401, detail, headers={"WWW-Authenticate": challenge})
 
 
-def require_key(request: Request, credentials: Credentials, auth: AuthDep) -> None:
+async def require_key(request: Request, credentials: Credentials, auth: AuthDep) -> None:
     """Writes and operator calls need a valid key; reads only when auth_reads is on."""
     if request.method in READ_METHODS and not auth.auth_reads:
         return
@@ -104,7 +104,7 @@ def require_key(request: Request, credentials: Credentials, auth: AuthDep) -> No
         raise unauthorised(credentials)
 
 
-def require_codec_access(request: Request, credentials: Credentials, auth: AuthDep) -> None:
+async def require_codec_access(request: Request, credentials: Credentials, auth: AuthDep) -> None:
     """A valid key, or (when trusted) a request the browser sent from the Web UI's origin.
 
     The Temporal Web UI calls the codec endpoint straight from the operator's browser and can

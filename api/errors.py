@@ -60,7 +60,7 @@ def invalid(field: Sequence[Any], message: str) -> dict[str, Any]:
     return {"loc": tuple(field), "msg": message, "type": "value_error"}
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """A route's body must come as JSON: with another Content-Type, or none, FastAPI leaves it
     unread and the 422 would be about its shape; this says what is wrong instead."""
     media = request.headers.get("content-type")

@@ -19,7 +19,9 @@ class Services:
     stores: dict[str, Store]
 
 
-def _services(request: Request) -> Services:
+# The dependencies here and in api/auth.py and api/errors.py are `async` though they never
+# wait: FastAPI runs a plain `def` dependency on a thread, a hop per request (BENCHMARKS.md).
+async def _services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -27,7 +29,7 @@ def _services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(_services)]
 
 
-def _region_store(region: str, services: ServicesDep) -> Store:
+async def _region_store(region: str, services: ServicesDep) -> Store:
     store = services.stores.get(region)
     if store is None:
         known = ", ".join(services.settings.regions)

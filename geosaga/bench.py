@@ -22,7 +22,7 @@ from rich.table import Table
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from api.sagas import order_input, search_attributes
+from api.sagas import fingerprint, order_input, start
 from api.schemas import OrderRequest
 from geosaga.bench_procs import cpu_seconds
 from geosaga.settings import Settings
@@ -164,19 +164,15 @@ class Bench:
         return accepted - started, time.perf_counter() - started
 
     async def raw_start(self, n: int) -> float:
-        """The API's start call alone, on the same client path the API uses."""
+        """The API's start call alone: the same function `POST /orders` calls."""
         key = f"bench-raw-{uuid.uuid4().hex[:12]}"
-        order = order_input(self.settings, key, OrderRequest.model_validate(self._order(n)))
+        request = OrderRequest.model_validate(self._order(n))
+        order = order_input(self.settings, key, request)
+        digest = fingerprint(request)
         started = time.perf_counter()
-        handle = await self.client.start_workflow(
-            OrderSaga.run,
-            order,
-            id=workflow_id(key),
-            task_queue=self.settings.workflow_task_queue,
-            search_attributes=search_attributes(order),
-        )
+        await start(self.client, self.settings, order, digest)
         elapsed = time.perf_counter() - started
-        await handle.result()
+        await self.client.get_workflow_handle(workflow_id(key)).result()
         return elapsed
 
     async def post_only(self, n: int) -> float:
