@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Text, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -175,6 +175,8 @@ class AggregateProgress(SQLModel, table=True):
     """The last sequence applied here of one aggregate's events from one source region."""
 
     __tablename__ = "aggregate_progress"
+    # A local write's version vector looks its aggregate up across every source region.
+    __table_args__ = (Index("ix_aggregate_progress_aggregate", "aggregate_type", "aggregate_id"),)
 
     source_region: str = Field(primary_key=True, max_length=32)
     aggregate_type: str = Field(primary_key=True, max_length=32)

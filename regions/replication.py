@@ -167,11 +167,12 @@ class _Batch:
 def _progress_of(
     session: Session, envelopes: list[Envelope]
 ) -> dict[tuple[str, str, str], AggregateProgress]:
-    ids = {e.aggregate_id for e in envelopes}
+    # Each column constrained, so the primary key finds the rows (a table of every order).
     rows = session.exec(
         select(AggregateProgress).where(
             col(AggregateProgress.source_region).in_({e.source_region for e in envelopes}),
-            col(AggregateProgress.aggregate_id).in_(ids),
+            col(AggregateProgress.aggregate_type).in_({e.aggregate_type for e in envelopes}),
+            col(AggregateProgress.aggregate_id).in_({e.aggregate_id for e in envelopes}),
         )
     )
     return {(r.source_region, r.aggregate_type, r.aggregate_id): r for r in rows}

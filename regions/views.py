@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from sqlalchemy import event as sa_event
-from sqlmodel import Session, SQLModel, col, select, tuple_
+from sqlmodel import Session, SQLModel, col, select
 
 from regions import carts
 from regions.events import (
@@ -99,8 +99,13 @@ def load(session: Session, envelopes: Iterable[Envelope]) -> None:
         found = session.exec(select(OrderView).where(col(OrderView.order_id).in_(orders)))
         loaded.update({(OrderView, view.order_id): view for view in found})
     if stock:
-        pairs = select(StockView).where(tuple_(StockView.region, StockView.sku).in_(stock))
-        loaded.update({(StockView, (view.region, view.sku)): view for view in session.exec(pairs)})
+        found_stock = session.exec(
+            select(StockView).where(
+                col(StockView.region).in_({region for region, _ in stock}),
+                col(StockView.sku).in_({sku for _, sku in stock}),
+            )
+        )
+        loaded.update({(StockView, (view.region, view.sku)): view for view in found_stock})
     session.info[_LOADED] = loaded
 
 

@@ -55,8 +55,12 @@ def snapshot(store: Store) -> dict[str, Any]:
     }
 
 
-def test_the_initial_revision_is_the_only_head() -> None:
-    assert head() == migrate.INITIAL_REVISION
+def test_the_revisions_are_one_line_from_the_initial_one() -> None:
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    assert len(script.get_heads()) == 1
+    line = [revision.revision for revision in script.walk_revisions()]
+    assert line[-1] == migrate.INITIAL_REVISION
+    assert line[0] == head()
 
 
 def test_migrating_an_empty_database_gives_exactly_the_models_schema(store: Store) -> None:
