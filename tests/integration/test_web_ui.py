@@ -49,38 +49,50 @@ def row(activity: str, summary: str) -> str:
     return f"{activity} • {summary}"
 
 
-async def view_in_ui(
-    api: httpx.AsyncClient,
-    client: Client,
-    server: DevServer,
-    chromium: SharedChromium,
-    saga: SagaState,
-    *,
-    timeline: Sequence[str],
-    user_metadata: Sequence[str],
-    screenshot: Path | None = None,
-) -> WorkflowPages:
-    """Opens the saga in the UI through the link the API gives for it."""
-    view = await api.get(f"/orders/{saga.order_id}")
-    assert view.status_code == 200, view.text
-    link = view.json()["links"]["ui"]
-    wid = workflow_id(saga.order_id)
-    assert link == f"{server.ui_url}/namespaces/default/workflows/{wid}"
-    run_id = (await client.get_workflow_handle(wid).describe()).run_id
-    lines = f"{len(saga.lines)} line" + ("" if len(saga.lines) == 1 else "s")
-    summary = (
-        f"order {saga.order_id}: {lines}, {saga.total} {saga.currency}, home {saga.home_region}"
-    )
-    pages = await asyncio.to_thread(
-        read_workflow,
-        chromium.get(),
-        link,
-        timeline=timeline,
-        user_metadata=[summary, *user_metadata],
-        screenshot=screenshot,
-    )
-    assert pages.landed_on.startswith(f"{link}/{run_id}/timeline"), pages.landed_on
-    return pages
+class WebUI:
+    """The Web UI of this test's stack, reached through the links the API gives."""
+
+    def __init__(
+        self, api: httpx.AsyncClient, client: Client, server: DevServer, chromium: SharedChromium
+    ) -> None:
+        self._api, self._client, self._server, self._chromium = api, client, server, chromium
+
+    async def open(
+        self,
+        saga: SagaState,
+        *,
+        timeline: Sequence[str],
+        user_metadata: Sequence[str],
+        screenshot: Path | None = None,
+    ) -> WorkflowPages:
+        """Opens the saga through its `links.ui` and reads its Timeline and User Metadata."""
+        view = await self._api.get(f"/orders/{saga.order_id}")
+        assert view.status_code == 200, view.text
+        link = view.json()["links"]["ui"]
+        wid = workflow_id(saga.order_id)
+        assert link == f"{self._server.ui_url}/namespaces/default/workflows/{wid}"
+        run_id = (await self._client.get_workflow_handle(wid).describe()).run_id
+        lines = f"{len(saga.lines)} line" + ("" if len(saga.lines) == 1 else "s")
+        summary = (
+            f"order {saga.order_id}: {lines}, {saga.total} {saga.currency}, home {saga.home_region}"
+        )
+        pages = await asyncio.to_thread(
+            read_workflow,
+            self._chromium.get(),
+            link,
+            timeline=timeline,
+            user_metadata=[summary, *user_metadata],
+            screenshot=screenshot,
+        )
+        assert pages.landed_on.startswith(f"{link}/{run_id}/timeline"), pages.landed_on
+        return pages
+
+
+@pytest.fixture
+def web_ui(
+    api: httpx.AsyncClient, client: Client, temporal_server: DevServer, chromium: SharedChromium
+) -> WebUI:
+    return WebUI(api, client, temporal_server, chromium)
 
 
 def assert_absent(text: str, *unwanted: str) -> None:
@@ -92,19 +104,14 @@ async def test_completed_order_shows_every_forward_step(
     api: httpx.AsyncClient,
     client: Client,
     stores: dict[str, Store],
-    temporal_server: DevServer,
-    chromium: SharedChromium,
+    web_ui: WebUI,
 ) -> None:
     stock(stores, {"us-east": {"SKU-1": 10}})
     saga = await place(api, client, order("us-east", [("SKU-1", 2)]))
     assert saga.status == SagaStatus.COMPLETED
     assert saga.total == Decimal("25.00")
 
-    pages = await view_in_ui(
-        api,
-        client,
-        temporal_server,
-        chromium,
+    pages = await web_ui.open(
         saga,
         timeline=[
             row("check_stock", "check stock in us-east"),
@@ -124,8 +131,7 @@ async def test_split_order_shows_both_regions_reserving_and_committing(
     api: httpx.AsyncClient,
     client: Client,
     stores: dict[str, Store],
-    temporal_server: DevServer,
-    chromium: SharedChromium,
+    web_ui: WebUI,
 ) -> None:
     stock(stores, {"eu-west": {"SKU-2": 5}, "us-east": {"SKU-2": 20}, "ap-south": {}})
     saga = await place(api, client, order("eu-west", [("SKU-2", 8)]))
@@ -135,11 +141,7 @@ async def test_split_order_shows_both_regions_reserving_and_committing(
         Allocation(region="us-east", sku="SKU-2", quantity=3),
     ]
 
-    pages = await view_in_ui(
-        api,
-        client,
-        temporal_server,
-        chromium,
+    pages = await web_ui.open(
         saga,
         timeline=[
             row("check_stock", "check stock in eu-west"),
@@ -162,8 +164,7 @@ async def test_declined_payment_shows_void_and_releases(
     api: httpx.AsyncClient,
     client: Client,
     stores: dict[str, Store],
-    temporal_server: DevServer,
-    chromium: SharedChromium,
+    web_ui: WebUI,
     artifacts: Path,
 ) -> None:
     stock(stores, {"us-east": {"SKU-2": 2}, "ap-south": {"SKU-2": 5}})
@@ -173,11 +174,7 @@ async def test_declined_payment_shows_void_and_releases(
     assert saga.reason == Reason.PAYMENT_DECLINED
     screenshot = artifacts / "web-ui-declined-timeline.png"
 
-    pages = await view_in_ui(
-        api,
-        client,
-        temporal_server,
-        chromium,
+    pages = await web_ui.open(
         saga,
         timeline=[
             row("reserve_stock", "reserve 2 × SKU-2 in us-east"),
@@ -204,19 +201,14 @@ async def test_out_of_stock_shows_stock_checks_and_the_hold_voided(
     api: httpx.AsyncClient,
     client: Client,
     stores: dict[str, Store],
-    temporal_server: DevServer,
-    chromium: SharedChromium,
+    web_ui: WebUI,
 ) -> None:
     stock(stores, {"us-east": {"SKU-4": 2}, "eu-west": {"SKU-4": 1}})
     saga = await place(api, client, order("eu-west", [("SKU-4", 5)]))
     assert saga.status == SagaStatus.COMPENSATED
     assert saga.reason == Reason.OUT_OF_STOCK
 
-    pages = await view_in_ui(
-        api,
-        client,
-        temporal_server,
-        chromium,
+    pages = await web_ui.open(
         saga,
         timeline=[
             row("check_stock", "check stock in eu-west"),
@@ -237,8 +229,7 @@ async def test_cancelled_order_shows_compensations_of_what_it_did(
     client: Client,
     stores: dict[str, Store],
     cluster: Cluster,
-    temporal_server: DevServer,
-    chromium: SharedChromium,
+    web_ui: WebUI,
 ) -> None:
     """Cancelled once stock is reserved, so there is something to compensate.
 
@@ -265,11 +256,7 @@ async def test_cancelled_order_shows_compensations_of_what_it_did(
         ("void", "us-east"),
     ]
 
-    pages = await view_in_ui(
-        api,
-        client,
-        temporal_server,
-        chromium,
+    pages = await web_ui.open(
         saga,
         timeline=[
             row("check_stock", "check stock in us-east"),
