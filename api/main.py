@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from fastapi.telemetry import TelemetryConfig
 from opentelemetry.trace import TracerProvider
 from starlette.types import ASGIApp
 
@@ -53,6 +53,7 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
         max_body_size=settings.max_body_bytes,
+        telemetry=_telemetry(settings, tracer_provider),
     )
     app.state.auth = auth
     app.state.codec = payload_codec
@@ -71,17 +72,26 @@ def create_app(
     errors.install(app)
     _answer_declared_oversized_bodies(app, settings)
     # Around every route and FastAPI's own middleware: each request is counted and timed,
-    # inside a span whose context the saga it starts carries on (geosaga/temporal.py's
-    # tracing interceptor).
+    # inside FastAPI's request span, whose context the saga it starts carries on
+    # (geosaga/temporal.py's tracing interceptor).
     app.add_middleware(RequestMetricsMiddleware, metrics=request_metrics)
-    if settings.tracing:
-        app.add_middleware(
-            OpenTelemetryMiddleware,
-            excluded_urls="healthz,metrics",
-            exclude_spans=["receive", "send"],
-            tracer_provider=tracer_provider,
-        )
     return app
+
+
+_UNTRACED = frozenset({"/healthz", "/metrics"})
+
+
+def _telemetry(settings: Settings, tracer_provider: TracerProvider | None) -> TelemetryConfig:
+    """FastAPI's own request spans, one per request; request metrics are ours (Prometheus)
+    and log lines carry the span's ids (geosaga/telemetry.py), so FastAPI records neither."""
+    return TelemetryConfig(
+        tracer_provider=tracer_provider,
+        tracing=settings.tracing,
+        metrics=False,
+        logs=False,
+        operation_spans=False,
+        exclude=lambda scope: scope.get("path") in _UNTRACED,
+    )
 
 
 def _answer_declared_oversized_bodies(app: FastAPI, settings: Settings) -> None:

@@ -64,9 +64,10 @@ async def _caught_up(bench: Bench, region: str) -> float:
 
 
 async def _lag(bench: Bench, region: str) -> int:
-    response = await bench.http.get(f"/regions/{region}/replication")
-    response.raise_for_status()
-    return sum(int(source["lag_events"]) for source in response.json()["sources"])
+    async with bench.http.get(f"/regions/{region}/replication") as response:
+        response.raise_for_status()
+        body = await response.json()
+    return sum(int(source["lag_events"]) for source in body["sources"])
 
 
 def report(result: Heals, console: Console) -> None:

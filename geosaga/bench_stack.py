@@ -18,10 +18,11 @@ from geosaga.devserver import free_port
 from geosaga.settings import Settings
 
 # What the dev stack looked like before tuning (see BENCHMARKS.md): the dev server's own
-# SQLite defaults and dynamic config, and the SDK's default worker options.
+# SQLite defaults, dynamic config and Go GC target, and the SDK's default worker options.
 STOCK: dict[str, str] = {
     "GEOSAGA_DEV_SQLITE_PRAGMAS": "false",
     "GEOSAGA_DEV_DYNAMIC_CONFIG": "{}",
+    "GEOSAGA_DEV_GO_GC": "100",
     "GEOSAGA_WORKER_TUNING": "false",
 }
 

@@ -79,7 +79,14 @@ def api() -> None:
     with _refusing_unsafe_settings():
         served = create_app(settings)
     # No log config of uvicorn's own: its lines go through the process's (trace ids, JSON).
-    uvicorn.run(served, host=settings.api_host, port=settings.api_port, log_config=None)
+    # httptools parses HTTP in C: 0.1-0.3 ms less a request than h11 (BENCHMARKS.md).
+    uvicorn.run(
+        served,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        http="httptools",
+    )
 
 
 app.add_typer(attention, name="attention")

@@ -37,6 +37,7 @@ def dev_server_for(settings: Settings) -> DevServer:
         codec_endpoint=codec_endpoint(settings),
         sqlite_pragmas=SQLITE_PRAGMAS if settings.dev_sqlite_pragmas else (),
         dynamic_config=settings.dev_dynamic_config,
+        go_gc=settings.dev_go_gc,
     )
 
 
@@ -58,7 +59,7 @@ async def run_dev(settings: Settings, console: Console) -> int:
     keyring = payload_keyring(settings)
     children: list[tuple[str, Process]] = []
     try:
-        children.append(("temporal", await _spawn(server.command())))
+        children.append(("temporal", await _spawn(server.command(), server.environment())))
         await wait_for_port(server.ip, server.port)
         await wait_until_serving(server.address)
         stores = open_stores(settings)

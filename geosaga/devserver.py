@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 
 from temporalio.client import Client
 
+from geosaga.settings import DEV_GO_GC
 from geosaga.temporal import search_attribute_flags
 
 # Measured to help the dev server's own SQLite store under load (see BENCHMARKS.md).
@@ -52,6 +54,7 @@ class DevServer:
     # Tuning measured in BENCHMARKS.md: SQLite pragmas and dynamic config values.
     sqlite_pragmas: tuple[str, ...] = SQLITE_PRAGMAS
     dynamic_config: Mapping[str, Any] = field(default_factory=dict)
+    go_gc: int = DEV_GO_GC
     extra: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -61,6 +64,10 @@ class DevServer:
     @property
     def ui_url(self) -> str:
         return f"http://{self.ip}:{self.ui_port}"
+
+    def environment(self) -> dict[str, str]:
+        """This process's environment, with the Go runtime settings the server runs with."""
+        return {**os.environ, "GOGC": str(self.go_gc)}
 
     def command(self) -> list[str]:
         args = [

@@ -21,6 +21,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 REGION_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MIN_API_KEY_LENGTH = 16
+# The dev server's Go garbage collector target (GOGC; Go's default is 100): it collects once
+# its heap has grown by this percentage. 400 trades ~250 MB of memory for ~10 % less of its
+# CPU per workflow (BENCHMARKS.md).
+DEV_GO_GC = 400
 
 
 class FaultSpec(BaseModel):
@@ -98,9 +102,11 @@ class Settings(BaseSettings):
     replication_max_attempts: int = 5
 
     # Performance tuning, each measured in BENCHMARKS.md: the embedded dev server's SQLite
-    # pragmas and dynamic config, and the workers' options (False: the SDK's defaults).
+    # pragmas, dynamic config and Go GC target, and the workers' options (False: the SDK's
+    # defaults).
     dev_sqlite_pragmas: bool = True
     dev_dynamic_config: dict[str, Any] = Field(default_factory=dict)
+    dev_go_gc: int = Field(default=DEV_GO_GC, ge=1)
     worker_tuning: bool = True
 
     # Chaos testing: a JSON object of region → FaultSpec, e.g.

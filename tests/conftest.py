@@ -62,7 +62,9 @@ def temporal_server(
         codec_endpoint=f"http://127.0.0.1:{codec_port}/codec",
     )
     with (folder / "server.log").open("wb") as log:
-        process = subprocess.Popen(server.command(), stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            server.command(), env=server.environment(), stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             _wait_sync(server)
             asyncio.run(wait_until_serving(server.address))
