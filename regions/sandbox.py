@@ -1,0 +1,89 @@
+"""The workflow sandbox without a trip into it for every payload.
+
+For each payload sequence of a workflow task (every command's input, header and summary, every
+result) the SDK asks the workflow, inside its sandbox, which serialization context and which
+external-storage context the payloads get; each ask runs a snippet of code in the sandbox.
+Under load that was ~18 % of a worker's Python CPU (py-spy, BENCHMARKS.md row 16). A data
+converter that no context can change (no context-aware part, no external storage) encodes the
+same whatever the answer, so for such a converter this runner answers without entering the
+sandbox. Workflow code itself still runs in the sandbox, with its restrictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from temporalio.bridge.proto.workflow_activation import WorkflowActivation
+from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
+from temporalio.converter import (
+    ActivitySerializationContext,
+    DataConverter,
+    SerializationContext,
+    StorageDriverStoreContext,
+    WorkflowSerializationContext,
+)
+from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.workflow import Info, _Definition
+
+_SAMPLE_CONTEXTS: tuple[SerializationContext, ...] = (
+    WorkflowSerializationContext(namespace="default", workflow_id="order-1"),
+    ActivitySerializationContext(
+        namespace="default",
+        activity_id="1",
+        activity_type="reserve_stock",
+        activity_task_queue="region.us-east",
+        workflow_id="order-1",
+        workflow_type="OrderSaga",
+        is_local=False,
+    ),
+)
+
+
+def is_context_free(converter: DataConverter) -> bool:
+    """No serialization context changes how `converter` encodes, and it stores nothing
+    externally: the SDK's `with_context` hands back the very converter."""
+    if converter.external_storage is not None:
+        return False
+    return all(converter.with_context(context) is converter for context in _SAMPLE_CONTEXTS)
+
+
+class _ContextFreeInstance(WorkflowInstance):
+    """A sandboxed workflow instance that answers the context questions itself."""
+
+    def __init__(self, sandboxed: WorkflowInstance) -> None:
+        self._sandboxed = sandboxed
+
+    def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
+        return self._sandboxed.activate(act)
+
+    def get_serialization_context(self, command_info: object) -> SerializationContext | None:
+        return None
+
+    def get_external_store_context(self, command_info: object) -> StorageDriverStoreContext:
+        return StorageDriverStoreContext(target=None)
+
+    def get_info(self) -> Info:
+        return self._sandboxed.get_info()
+
+    def get_thread_id(self) -> int | None:
+        return self._sandboxed.get_thread_id()
+
+
+@dataclass(frozen=True)
+class ContextFreeSandboxRunner(WorkflowRunner):
+    """`sandbox`, for workers whose data converter `is_context_free`."""
+
+    sandbox: SandboxedWorkflowRunner
+
+    def prepare_workflow(self, defn: _Definition) -> None:
+        self.sandbox.prepare_workflow(defn)
+
+    def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        return _ContextFreeInstance(self.sandbox.create_instance(det))
+
+    def set_worker_level_failure_exception_types(
+        self, types: Sequence[type[BaseException]]
+    ) -> None:
+        self.sandbox.set_worker_level_failure_exception_types(types)
