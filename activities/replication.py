@@ -23,6 +23,9 @@ from regions.store import Store
 
 # How often an idle relay looks for events written by another process (the API's carts).
 _LOOK_AGAIN = 1.0
+# A linger this short goes without a heartbeat: under load a relay lingers before every batch,
+# and each heartbeat is a write to Temporal; a cancel then waits for the batch.
+_QUIET_PAUSE = 2.0
 
 
 class ReplicationActivities:
@@ -59,11 +62,14 @@ class ReplicationActivities:
             lingered = linger_until is not None and now >= linger_until
             if full or lingered or now >= deadline or activity.is_cancelled():
                 return OutboxBatch(events=events)
-            activity.heartbeat()
-            if linger_until is not None:
-                time.sleep(min(linger_until, deadline) - now)
-            else:
+            if linger_until is None:
+                activity.heartbeat()
                 self._store.wait_for_write(writes, min(_LOOK_AGAIN, deadline - now))
+                continue
+            pause = min(linger_until, deadline) - now
+            if pause > _QUIET_PAUSE:
+                activity.heartbeat()
+            time.sleep(pause)
 
     @activity.defn(name=ActivityName.APPLY_EVENTS)
     def apply_events(self, request: ApplyEvents) -> AppliedEvents:
