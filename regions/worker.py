@@ -31,7 +31,7 @@ from activities.stock import StockActivities
 from geosaga.saga_metrics import SagaMetrics
 from geosaga.settings import Settings
 from geosaga.temporal import connect, ensure_search_attributes
-from regions.sandbox import ContextFreeSandboxRunner, is_context_free
+from regions.sandbox import ContextFreeSandboxRunner, compile_workflow_modules, is_context_free
 from regions.store import Store
 from workflows.floor import Floor
 from workflows.order_saga import OrderSaga
@@ -84,13 +84,15 @@ def workflow_worker(
         options["max_cached_workflows"] = max_cached_workflows
     if settings.worker_tuning:
         options["workflow_runner"] = _tuned_runner(client)
+        compile_workflow_modules(workflows)
     return Worker(client, task_queue=queue, workflows=workflows, interceptors=metrics, **options)
 
 
 def _tuned_runner(client: Client) -> WorkflowRunner:
-    """The SDK's sandbox with its restrictions (clocks, I/O and randomness in workflow code
-    raise), which geosaga's converter lets skip asking for serialization contexts payload by
-    payload (regions/sandbox.py; BENCHMARKS.md rows 16 and 17)."""
+    """The SDK's sandbox with its restrictions: clocks, I/O and randomness in workflow code
+    raise. Passing every module through (row 3 of BENCHMARKS.md) had let the workflows' own
+    modules read the clock unchecked; what it saved comes back from not asking the sandbox
+    for serialization contexts payload by payload (rows 16 and 17, regions/sandbox.py)."""
     sandbox = SandboxedWorkflowRunner()
     if is_context_free(client.data_converter):
         return ContextFreeSandboxRunner(sandbox)
