@@ -26,6 +26,7 @@ class Sizes:
     starts: int
     scale: list[int] = field(default_factory=list)
     heals: int = 0
+    soak_warmup: int = 3000
 
 
 async def bench_all(
@@ -86,12 +87,16 @@ async def bench_all(
                     sizes.concurrency,
                     console,
                     data_dir=data_dir,
+                    warmup=sizes.soak_warmup,
                 )
                 bench_scale.report(scaled, console)
                 results["scale"] = {
                     "runs": [asdict(run) for run in scaled.runs],
                     "largest / smallest (throughput)": scaled.ratio,
-                    "memory": [{**asdict(m), "growth": m.growth} for m in scaled.memory],
+                    "memory": [
+                        {**asdict(m), "growth": m.growth, "warm_growth": m.warm_growth}
+                        for m in scaled.memory
+                    ],
                 }
     if "stock" in results:
         stock, tuned = results["stock"]["floor_load"], results["tuned"]["floor_load"]

@@ -60,3 +60,14 @@ def cpu_seconds(pids: dict[int, str]) -> dict[str, float]:
             continue
         used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
     return used
+
+
+def machine_times() -> tuple[int, int]:
+    """(all, stolen) clock ticks of the machine so far, from /proc/stat: how much of its time
+    the hypervisor gave to other guests."""
+    try:
+        fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    # user nice system idle iowait irq softirq steal [guest guest_nice, counted in user]
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0

@@ -146,6 +146,14 @@ def bench(
             "API and workers across the last run (the soak)"
         ),
     ] = None,
+    soak_warmup: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="The soak's memory baseline is the minute after this many of its orders "
+            "(the workers' warm-up); 0: its first minute only",
+        ),
+    ] = 3000,
     heals: Annotated[
         int,
         typer.Option(
@@ -166,7 +174,7 @@ def bench(
     results = asyncio.run(
         bench_all(
             Settings(),
-            Sizes(orders, concurrency, idle, starts, _counts(scale), heals),
+            Sizes(orders, concurrency, idle, starts, _counts(scale), heals, soak_warmup),
             spawn,
             compare_stock,
             console,

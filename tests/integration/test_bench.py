@@ -28,6 +28,8 @@ def test_bench_measures_sagas_and_the_floor_and_writes_json(tmp_path: Path) -> N
             "3",
             "--scale",
             "2,3",
+            "--soak-warmup",
+            "1",
             "--heals",
             "1",
             "--json",
@@ -65,6 +67,9 @@ def test_bench_measures_sagas_and_the_floor_and_writes_json(tmp_path: Path) -> N
     scale = json.loads(out.read_text())["scale"]
     assert [r["orders"] for r in scale["runs"]] == [2, 3]
     assert all(r["per_second"] > 0 for r in scale["runs"])
+    # Each run charges the stack's CPU to its orders and says how much the hypervisor took.
+    assert all(r["cpu_ms_per_order"] > 0 for r in scale["runs"])
+    assert all(0 <= r["steal"] < 1 for r in scale["runs"])
     # The soak samples the API and one worker per region of the stack it spawned, no others.
     assert {m["process"] for m in scale["memory"]} == {
         "api",
@@ -73,3 +78,9 @@ def test_bench_measures_sagas_and_the_floor_and_writes_json(tmp_path: Path) -> N
         "worker ap-south",
     }
     assert all(m["first_mb"] > 0 for m in scale["memory"])
+    # The soak's baseline was taken once its first order (the warm-up asked for) had ended.
+    assert all(m["warm_mb"] > 0 for m in scale["memory"])
+    assert all(
+        m["warm_growth"] == round(m["last_mb"] / m["warm_mb"] - 1, 3) for m in scale["memory"]
+    )
+    assert "after warm-up" in run.stdout
