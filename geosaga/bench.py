@@ -33,6 +33,7 @@ from workflows.order_saga import OrderSaga
 T = TypeVar("T")
 
 BENCH_SKU = "SKU-5"
+_LAG_EVERY = 1.0
 BENCH_STOCK = 1_000_000
 
 
@@ -82,6 +83,9 @@ class Result:
     floor_steps: list[Step] = field(default_factory=list)
     # CPU milliseconds per workflow under load, by process: {"floor": {...}, "saga": {...}}.
     cpu_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Under saga load, sampled each second: the oldest event any region had yet to apply
+    # from another (`GET /regions/{region}/replication`), in ms. What batching costs in lag.
+    replication_lag: Percentiles | None = None
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -180,6 +184,22 @@ class Bench:
         submit, _ = await self.saga(n)
         return submit
 
+    async def replication_lag(self) -> float:
+        """Seconds: the oldest event some region has not applied yet, over every pair."""
+        lag = 0.0
+        for region in self.settings.regions:
+            async with self.http.get(f"/regions/{region}/replication") as response:
+                response.raise_for_status()
+                status = await response.json()
+            lag = max([lag, *(source["lag_seconds"] for source in status["sources"])])
+        return lag
+
+    async def sample_lag(self, into: list[float]) -> None:
+        """Appends the replication lag every second until cancelled."""
+        while True:
+            into.append(await self.replication_lag())
+            await asyncio.sleep(_LAG_EVERY)
+
 
 async def run(
     bench: Bench, *, orders: int, concurrency: int, idle: int, starts: int, console: Console
@@ -210,9 +230,14 @@ async def run(
     cpu_before = cpu_seconds(bench.processes)
     floor_load = await _concurrent(bench.floor, orders, concurrency, "floor", console)
     cpu_between = cpu_seconds(bench.processes)
-    saga_pairs, seconds = await _timed(
-        _concurrently(bench.saga, orders, concurrency, "sagas", console)
-    )
+    lags: list[float] = []
+    sampling = asyncio.create_task(bench.sample_lag(lags))
+    try:
+        saga_pairs, seconds = await _timed(
+            _concurrently(bench.saga, orders, concurrency, "sagas", console)
+        )
+    finally:
+        sampling.cancel()
     cpu_after = cpu_seconds(bench.processes)
     saga_load = Phase(
         runs=orders,
@@ -236,6 +261,7 @@ async def run(
             "floor": _per_run(cpu_before, cpu_between, orders),
             "saga": _per_run(cpu_between, cpu_after, orders),
         },
+        replication_lag=Percentiles.of(lags),
     )
 
 
@@ -378,6 +404,12 @@ def report(result: Result, console: Console, title: str = "geosaga bench") -> No
         for name, ms in result.cpu_ms["saga"].items():
             cpu.add_row(name, f"{floor_cpu.get(name, 0.0):.1f}", f"{ms:.1f}")
         console.print(cpu)
+    if result.replication_lag is not None:
+        lag = result.replication_lag
+        console.print(
+            "replication lag under saga load (oldest unapplied event, worst pair, each second):"
+            f" p50 {lag.p50:.0f} ms, p95 {lag.p95:.0f} ms, p99 {lag.p99:.0f} ms"
+        )
     ratios = Table(title="geosaga against the floor")
     ratios.add_column("ratio")
     ratios.add_column("value")

@@ -92,13 +92,15 @@ class Settings(BaseSettings):
     compensation_max_backoff_seconds: float = 300.0
     activity_timeout_seconds: float = 30.0
 
-    # Replication: every region's outbox relayed to every region (itself included, so that
-    # each region's read models come from events alone).
+    # Replication: every region's outbox relayed to every other region (a region's own events
+    # reach its read models in the transaction that writes them).
     replication: bool = True
     replication_batch_size: int = 100
     replication_poll_seconds: float = 10.0
-    # How long a relay waits for more events once some arrived (fuller, fewer batches).
-    replication_linger_seconds: float = 1.0
+    # How long a relay waits for more events once some arrived (fuller, fewer batches). Each
+    # batch is four Temporal tasks; 2 s instead of 1 s took a sixth off a saga's CPU for ~0.6 s
+    # more replication lag under load (BENCHMARKS.md, row 19).
+    replication_linger_seconds: float = 2.0
     replication_max_attempts: int = 5
 
     # Performance tuning, each measured in BENCHMARKS.md: the embedded dev server's SQLite

@@ -59,6 +59,10 @@ def test_bench_measures_sagas_and_the_floor_and_writes_json(tmp_path: Path) -> N
     # CPU is charged to the spawned stack's own processes, the Temporal server among them.
     assert {"temporal server", "api", "worker us-east", "total"} <= set(result["cpu_ms"]["saga"])
     assert result["cpu_ms"]["saga"]["total"] > 0
+    # Replication lag was sampled while the sagas ran (their events had to reach two regions).
+    lag = result["replication_lag"]
+    assert 0 <= lag["p50"] <= lag["p99"]
+    assert "replication lag under saga load" in run.stdout
     heals = json.loads(out.read_text())["heals"]
     # The frozen region missed the other regions' events, and caught up once resumed.
     assert heals["region"] == "ap-south"

@@ -15,7 +15,7 @@ def _sampler(samples: list[tuple[float, float]], warm_at: float | None) -> Memor
 def test_growth_after_the_warm_up_leaves_the_warm_up_out() -> None:
     # Rises from 100 to 150 MB over the first 5 minutes, then holds at 150-153 MB.
     rising = [(t * 5.0, 100 + t * 5 * 50 / 300) for t in range(61)]
-    level = [(300 + t * 5.0, 150 + (t % 4)) for t in range(1, 181)]
+    level = [(300 + t * 5.0, 150.0 + t % 4) for t in range(1, 181)]
     [memory] = _sampler(rising + level, warm_at=300.0).summary()
 
     assert memory.first_mb == 110.0
