@@ -6,7 +6,6 @@ from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import aiohttp
 from rich.console import Console
 
 from geosaga import bench, bench_heal, bench_scale
@@ -49,15 +48,7 @@ async def bench_all(
             )
             # Traced as the API's client is, so a bare start does what the API's does.
             client = await connect(target, tracer_provider=tracer_provider(target, "bench"))
-            # aiohttp: httpx added ~2 ms of its own to every POST the bench timed,
-            # and took that CPU from the stack under load.
-            http = await stack.enter_async_context(
-                aiohttp.ClientSession(
-                    base_url=target.api_url,
-                    headers={"Authorization": f"Bearer {api_keys(target)[0]}"},
-                    timeout=aiohttp.ClientTimeout(total=60),
-                )
-            )
+            http = await stack.enter_async_context(bench.http_session(target, api_keys(target)[0]))
             data_dir = target.data_dir if spawn else None
             measured = bench.Bench(target, client, http, processes=stack_processes(data_dir))
             result = await bench.run(

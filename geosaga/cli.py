@@ -161,6 +161,14 @@ def bench(
             "orders run elsewhere) and time how long it takes to catch up"
         ),
     ] = 0,
+    against: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="With --spawn, instead of the rest: two stacks at once, the second with this "
+            "setting (GEOSAGA_NAME=value, repeatable), --orders sagas on each at the same time; "
+            "prints their CPU per saga and throughput as ratios"
+        ),
+    ] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the results here")] = None,
 ) -> None:
     """Real sagas over HTTP against the floor (no-op activities of the same shape)."""
@@ -171,6 +179,16 @@ def bench(
 
     if heals and not spawn:
         raise typer.BadParameter("needs --spawn: it freezes a worker of its own stack")
+    if against:
+        if not spawn:
+            raise typer.BadParameter("needs --spawn: it runs two stacks of its own")
+        from geosaga import bench_ab
+
+        compared = asyncio.run(bench_ab.against(_overrides(against), orders, concurrency))
+        bench_ab.report(compared, console)
+        if json_out:
+            Path(json_out).write_text(json.dumps({"against": compared.as_json()}, indent=2) + "\n")
+        return
     results = asyncio.run(
         bench_all(
             Settings(),
@@ -182,6 +200,16 @@ def bench(
     )
     if json_out:
         Path(json_out).write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name.startswith("GEOSAGA_"):
+            raise typer.BadParameter(f"{pair!r} is not GEOSAGA_NAME=value", param_hint="--against")
+        overrides[name] = value
+    return overrides
 
 
 def _counts(text: str | None) -> list[int]:

@@ -88,3 +88,57 @@ def test_bench_measures_sagas_and_the_floor_and_writes_json(tmp_path: Path) -> N
         m["warm_growth"] == round(m["last_mb"] / m["warm_mb"] - 1, 3) for m in scale["memory"]
     )
     assert "after warm-up" in run.stdout
+
+
+def test_bench_against_runs_two_stacks_at_once_and_compares_them(tmp_path: Path) -> None:
+    out = tmp_path / "against.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "geosaga",
+            "bench",
+            "--spawn",
+            "--orders",
+            "3",
+            "--concurrency",
+            "2",
+            "--against",
+            "GEOSAGA_REPLICATION_LINGER_SECONDS=0.5",
+            "--json",
+            str(out),
+        ],
+        env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(out.read_text())["against"]
+    assert result["a"]["overrides"] == {}
+    assert result["b"]["overrides"] == {"GEOSAGA_REPLICATION_LINGER_SECONDS": "0.5"}
+    for side in (result["a"], result["b"]):
+        assert side["per_second"] > 0
+        # Each side is charged its own stack's CPU, its Temporal server's included.
+        assert {"temporal server", "api", "worker us-east", "total"} <= set(side["cpu_ms"])
+        assert side["cpu_ms"]["total"] > 0
+    ratios = result["ratios"]
+    assert ratios["throughput (B / A)"] == round(
+        result["b"]["per_second"] / result["a"]["per_second"], 3
+    )
+    assert "CPU per saga (B / A)" in run.stdout
+
+
+def test_bench_against_names_a_setting_it_cannot_take() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "geosaga", "bench", "--spawn", "--against", "LINGER=2"],
+        env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert run.returncode == 2
+    assert "--against" in run.stderr
+    assert "GEOSAGA_NAME=value" in run.stderr
