@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from geosaga.bench import Bench, _concurrently, http_session
+from geosaga.bench import Bench, _concurrently, _per_run, http_session
 from geosaga.bench_procs import cpu_seconds, stack_processes
 from geosaga.bench_stack import spawned
 from geosaga.security import api_keys
@@ -79,10 +79,7 @@ async def _load(bench: Bench, orders: int, concurrency: int) -> tuple[float, dic
     started = time.perf_counter()
     await _concurrently(bench.saga, orders, concurrency, "sagas", Console(quiet=True))
     seconds = time.perf_counter() - started
-    after = cpu_seconds(bench.processes)
-    per_saga = {name: round((after[name] - before[name]) * 1000 / orders, 1) for name in after}
-    per_saga["total"] = round(sum(per_saga.values()), 1)
-    return round(orders / seconds, 2), per_saga
+    return round(orders / seconds, 2), _per_run(before, cpu_seconds(bench.processes), orders)
 
 
 def report(result: AB, console: Console) -> None:
