@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     replication_batch_size: int = 100
     replication_poll_seconds: float = 10.0
     # How long a relay waits for more events once some arrived (fuller, fewer batches). Each
-    # batch is four Temporal tasks; 2 s instead of 1 s took a sixth off a saga's CPU for ~0.6 s
+    # batch is four Temporal tasks; 2 s instead of 1 s took 6-14 % off a saga's CPU for ~0.6 s
     # more replication lag under load (BENCHMARKS.md, row 19).
     replication_linger_seconds: float = 2.0
     replication_max_attempts: int = 5
