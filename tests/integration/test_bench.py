@@ -9,36 +9,22 @@ import sys
 from pathlib import Path
 
 
-def test_bench_measures_sagas_and_the_floor_and_writes_json(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "geosaga",
-            "bench",
-            "--spawn",
-            "--orders",
-            "4",
-            "--concurrency",
-            "2",
-            "--idle",
-            "2",
-            "--starts",
-            "3",
-            "--scale",
-            "2,3",
-            "--soak-warmup",
-            "1",
-            "--heals",
-            "1",
-            "--json",
-            str(out),
-        ],
+def _bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`geosaga bench ARGS` in a process of its own, wide enough for its tables."""
+    return subprocess.run(
+        [sys.executable, "-m", "geosaga", "bench", *args],
         env={**os.environ, "COLUMNS": "200"},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
+    )
+
+
+def test_bench_measures_sagas_and_the_floor_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    run = _bench(
+        *("--spawn", "--orders", "4", "--concurrency", "2", "--idle", "2", "--starts", "3"),
+        *("--scale", "2,3", "--soak-warmup", "1", "--heals", "1", "--json", str(out)),
     )
 
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -92,26 +78,9 @@ def test_bench_measures_sagas_and_the_floor_and_writes_json(tmp_path: Path) -> N
 
 def test_bench_against_runs_two_stacks_at_once_and_compares_them(tmp_path: Path) -> None:
     out = tmp_path / "against.json"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "geosaga",
-            "bench",
-            "--spawn",
-            "--orders",
-            "3",
-            "--concurrency",
-            "2",
-            "--against",
-            "GEOSAGA_REPLICATION_LINGER_SECONDS=0.5",
-            "--json",
-            str(out),
-        ],
-        env={**os.environ, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=600,
+    run = _bench(
+        *("--spawn", "--orders", "3", "--concurrency", "2"),
+        *("--against", "GEOSAGA_REPLICATION_LINGER_SECONDS=0.5", "--json", str(out)),
     )
 
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -131,13 +100,7 @@ def test_bench_against_runs_two_stacks_at_once_and_compares_them(tmp_path: Path)
 
 
 def test_bench_against_names_a_setting_it_cannot_take() -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "geosaga", "bench", "--spawn", "--against", "LINGER=2"],
-        env={**os.environ, "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = _bench("--spawn", "--against", "LINGER=2", timeout=120)
 
     assert run.returncode == 2
     assert "--against" in run.stderr
