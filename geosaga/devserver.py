@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import shutil
 import socket
 import sys
@@ -33,10 +34,39 @@ def temporal_cli() -> str:
     return found
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 10_000
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port nothing listens on, chosen below the kernel's ephemeral range.
+
+    A port the kernel picks for `bind(0)` comes from the range it also hands to outgoing
+    connections, so between our probe and the server binding it another process's client
+    socket could take it (two bench stacks side by side met that in CI). Below the range only
+    explicit binds compete."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(_LOWEST_PORT, low) if low > _LOWEST_PORT + 1000 else 0
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = int(probe.getsockname()[1])
+        _handed_out.add(port)
+        return port
+    raise OSError("no free port found below the ephemeral range")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 @dataclass(frozen=True)
