@@ -133,6 +133,9 @@ class ReadOutbox(BaseModel):
     limit: int
     wait_seconds: float
     linger_seconds: float = 0.0
+    # Ship before the linger is up once the source has written nothing for this long
+    # (0: always linger).
+    settle_seconds: float = 0.0
 
 
 class OutboxBatch(BaseModel):

@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     # batch is four Temporal tasks; 2 s instead of 1 s took 6-14 % off a saga's CPU for ~0.6 s
     # more replication lag under load (BENCHMARKS.md, row 19).
     replication_linger_seconds: float = 2.0
+    # ...but ships once the source's worker has written nothing for this long: a quiet
+    # region's events go ~1.5 s sooner, a busy one's still batch (BENCHMARKS.md, row 21;
+    # 0.25 s cost 1-4 % of a saga's CPU under load, 0.5 s nothing measurable; 0: always linger).
+    replication_settle_seconds: float = Field(default=0.5, ge=0)
     replication_max_attempts: int = 5
 
     # Performance tuning, each measured in BENCHMARKS.md: the embedded dev server's SQLite

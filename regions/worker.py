@@ -111,6 +111,7 @@ def relays_from(settings: Settings, source: str) -> list[RelayInput]:
             batch_size=settings.replication_batch_size,
             poll_seconds=settings.replication_poll_seconds,
             linger_seconds=settings.replication_linger_seconds,
+            settle_seconds=settings.replication_settle_seconds,
         )
         for destination in settings.regions
         if destination != source

@@ -63,6 +63,7 @@ class Relay:
                     limit=relay.batch_size,
                     wait_seconds=relay.poll_seconds,
                     linger_seconds=relay.linger_seconds,
+                    settle_seconds=relay.settle_seconds,
                 ),
                 task_queue=relay.source_queue,
                 result_type=OutboxBatch,

@@ -15,6 +15,7 @@ class RelayInput(BaseModel):
     batch_size: int = 100
     poll_seconds: float = 10.0
     linger_seconds: float = 0.5
+    settle_seconds: float = 0.0
     # The last outbox id delivered; None on a relay's first run (it asks the destination).
     after_id: int | None = None
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+
+from regions.store import Store
 
 
 @pytest.fixture
@@ -22,3 +25,12 @@ def region_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     engine.dispose()
     return f"{postgres}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def eu_west_store(region_url: str) -> Iterator[Store]:
+    """eu-west's store in an empty database, migrated to the newest schema."""
+    opened = Store("eu-west", region_url)
+    opened.create_schema()
+    yield opened
+    opened.dispose()

@@ -5,7 +5,6 @@ writer takes the database's write lock when its transaction begins."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -24,11 +23,8 @@ BUYERS = 12
 
 
 @pytest.fixture
-def store(region_url: str) -> Iterator[Store]:
-    opened = Store("eu-west", region_url)
-    opened.create_schema()
-    yield opened
-    opened.dispose()
+def store(eu_west_store: Store) -> Store:
+    return eu_west_store
 
 
 def test_concurrent_reservations_of_the_last_units_never_oversell(store: Store) -> None:
