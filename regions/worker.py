@@ -1,7 +1,8 @@
 """The worker entry point: pins a process to one region.
 
 A region's process polls `region.<name>` for that region's activities (bound to its own store
-and gateway) and the shared `orders` queue for workflows, which hold no region state.
+and gateway) and the relays into the region, and the shared `orders` queue for the sagas, which
+hold no region state.
 """
 
 from __future__ import annotations
@@ -52,26 +53,33 @@ def activity_worker(
     *,
     gateway: PaymentGateway | None = None,
 ) -> Worker:
-    """The region's activities, bound to its store and gateway, on `region.<name>` only."""
+    """The region's activities, bound to its store and gateway, on `region.<name>` only, and
+    the relays into the region, which apply their batches here as local activities."""
     stock = StockActivities(store)
     payments = PaymentActivities(store, gateway or SandboxGateway(store))
     orders = OrderActivities(store)
     replication = ReplicationActivities(store, max_attempts=settings.replication_max_attempts)
     faults = settings.faults.get(store.region)
+    options: dict[str, Any] = {}
+    if settings.worker_tuning:
+        options["workflow_runner"] = _tuned_runner(client)
     return Worker(
         client,
         task_queue=settings.task_queue(store.region),
         interceptors=[FaultInjector(faults)] if faults else [],
         activities=[*stock.all(), *payments.all(), *orders.all(), *replication.all(), noop],
+        workflows=[Relay],
         activity_executor=executor,
         max_concurrent_activities=ACTIVITY_THREADS,
+        **options,
     )
 
 
 def workflow_worker(
     client: Client, settings: Settings, *, max_cached_workflows: int | None = None
 ) -> Worker:
-    """Saga and relay workflows on the shared `orders` queue (one per process and client).
+    """Saga workflows on the shared `orders` queue (one per process and client), and relays
+    started there before they moved to their destination's queue (workflows/relay.py).
 
     `max_cached_workflows=0` makes every workflow task replay the whole history (tests).
     """
@@ -127,7 +135,7 @@ async def start_relays(client: Client, settings: Settings, source: str) -> list[
             Relay.run,
             relay,
             id=relay_id(relay),
-            task_queue=settings.workflow_task_queue,
+            task_queue=relay.destination_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"relay {relay.source} → {relay.destination}",
         )

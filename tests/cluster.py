@@ -41,6 +41,11 @@ class Cluster:
         self._replication = replication
         self._relays: list[str] = []
 
+    @property
+    def relays(self) -> list[str]:
+        """The workflow ids of the relays this cluster started."""
+        return list(self._relays)
+
     async def __aenter__(self) -> Cluster:
         self._workflows_task = asyncio.create_task(self._workflows.run())
         for region in self.settings.regions:

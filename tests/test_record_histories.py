@@ -18,6 +18,7 @@ import httpx
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
+from geosaga.settings import Settings
 from regions.store import Store
 from tests.cluster import Cluster
 from tests.helpers import order, outcome, place, stock, submit
@@ -103,3 +104,23 @@ async def test_record_saga_paths(
     assert resolved.status_code == 202, resolved.text
     assert (await outcome(client, order_id)).status == SagaStatus.COMPENSATED
     await save(client, order_id, folder / "needs-attention-resolved.json")
+
+
+RELAY_HISTORIES = Path(__file__).parent / "relay-histories"
+
+
+async def test_record_relays(
+    client: Client, settings: Settings, stores: dict[str, Store], request: pytest.FixtureRequest
+) -> None:
+    """Relay histories: each relay has delivered batches, and is running (relays never end)."""
+    folder = RELAY_HISTORIES / str(request.config.getoption("--histories"))
+    folder.mkdir(parents=True, exist_ok=True)
+    async with Cluster(client, settings, stores, replication=True) as cluster:
+        for on_hand in (5, 7):
+            stock(stores, {region: {"SKU-1": on_hand} for region in stores})
+            await asyncio.sleep(1)
+        for relay in cluster.relays:
+            history = await client.get_workflow_handle(relay).fetch_history()
+            prefix = settings.region_task_queue_prefix
+            name = relay.removeprefix("relay:").replace("->", "-to-").replace(prefix, "")
+            (folder / f"{name}.json").write_text(history.to_json() + "\n")

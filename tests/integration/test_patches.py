@@ -1,4 +1,4 @@
-"""Changes to the released saga sit behind `workflow.patched`: histories recorded before a
+"""Changes to the released saga and relay sit behind `workflow.patched`: histories recorded before a
 change still replay after it, and the guard is what keeps them replaying."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from temporalio import workflow
 
 from geosaga.replay import Source, history_files, read_history, replay
 from workflows.order_saga import PATCH_AUTHORISE_ALONGSIDE, PATCH_RECORD_OUTCOME, OrderSaga
+from workflows.relay import PATCH_RUN_AT_DESTINATION, Relay
 
 # Recorded before the patches below existed.
 BEFORE = Path(__file__).resolve().parents[1] / "histories" / "v1"
@@ -39,6 +40,42 @@ async def test_without_its_guard_a_change_breaks_older_histories(
     )
 
     outcomes = await replay(sources(), [OrderSaga])
+
+    assert outcomes
+    assert all(o.problem is not None and o.problem.kind == "nondeterminism" for o in outcomes), [
+        (o.origin, o.problem) for o in outcomes
+    ]
+
+
+# Relays recorded on the shared workflow queue, applying with an activity on the destination's,
+# before they moved to the destination's queue (workflows/relay.py).
+RELAYS_BEFORE = Path(__file__).resolve().parents[1] / "relay-histories" / "v1"
+
+
+def relay_sources() -> list[Source]:
+    files = history_files([RELAYS_BEFORE])
+    assert files, f"no histories in {RELAYS_BEFORE}"
+    return [read_history(path) for path in files]
+
+
+async def test_relay_histories_from_before_the_move_replay() -> None:
+    outcomes = await replay(relay_sources(), [Relay])
+
+    assert outcomes
+    assert [o.problem for o in outcomes if not o.ok] == []
+
+
+async def test_without_its_guard_the_move_breaks_older_relay_histories(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original: Callable[[str], bool] = workflow.patched
+    monkeypatch.setattr(
+        workflow,
+        "patched",
+        lambda patch_id: patch_id == PATCH_RUN_AT_DESTINATION or original(patch_id),
+    )
+
+    outcomes = await replay(relay_sources(), [Relay])
 
     assert outcomes
     assert all(o.problem is not None and o.problem.kind == "nondeterminism" for o in outcomes), [

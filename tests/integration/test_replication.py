@@ -13,15 +13,20 @@ import httpx
 import pytest
 import pytest_asyncio
 from sqlmodel import Session, select
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 
+from activities.contract import ActivityName
 from geosaga.settings import Settings
 from regions import views
 from regions.events import Envelope, Event, StockLevelChanged
 from regions.models import OrderView, OutboxEvent, StockView
 from regions.store import Store
+from regions.worker import relays_from
 from tests.cluster import Cluster
 from tests.helpers import order, place, stock
+from workflows.relay import Relay
+from workflows.relay_contract import relay_id
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
@@ -232,3 +237,45 @@ async def _geosaga(settings: Settings, *args: str) -> str:
     output, _ = await process.communicate()
     assert await process.wait() == 0, output.decode()
     return " ".join(output.decode().split())
+
+
+async def test_relays_run_at_their_destination_and_one_started_on_the_shared_queue_moves(
+    client: Client, settings: Settings, stores: dict[str, Store], cluster: Cluster
+) -> None:
+    relays = {relay_id(r): r for source in stores for r in relays_from(settings, source)}
+    placed = {
+        relay: (await client.get_workflow_handle(relay).describe()).task_queue for relay in relays
+    }
+    moving = relays_from(settings, "us-east")[0]
+    handle = client.get_workflow_handle(relay_id(moving))
+    await handle.terminate("started again as an earlier version did")
+    # Where relays ran before they moved: the shared workflow queue.
+    await client.start_workflow(
+        Relay.run, moving, id=relay_id(moving), task_queue=settings.workflow_task_queue
+    )
+    await _until_placed(handle, moving.destination_queue)
+    stock(stores, {"us-east": {"SKU-5": 3}})
+    await converge(stores, stock_views, {("us-east", "SKU-5"): (3, 0)})
+
+    assert placed == {relay: relays[relay].destination_queue for relay in relays}
+    history = await handle.fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    assert started.continued_execution_run_id  # the run on the shared queue handed over
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
+    # The batch was read in us-east and applied in eu-west's own workflow task.
+    assert set(scheduled) == {ActivityName.READ_OUTBOX}
+    assert len(markers) >= 2  # where eu-west was in us-east's events, then the batch
+
+
+async def _until_placed(handle: WorkflowHandle[Any, Any], queue: str) -> None:
+    for _ in range(300):
+        run = await handle.describe()
+        if run.task_queue == queue and run.status == WorkflowExecutionStatus.RUNNING:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{handle.id} never moved to {queue}")
