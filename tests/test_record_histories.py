@@ -1,4 +1,5 @@
-"""Records the replay corpus in tests/histories/: one history per saga path.
+"""Records the replay corpus in tests/histories/ (one history per saga path) and relay histories
+in tests/relay-histories/.
 
 Not part of the normal run. Re-record after an intended change to the saga, into a NEW folder:
 
