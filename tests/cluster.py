@@ -67,7 +67,7 @@ class Cluster:
         await self._workflows.shutdown()
         if self._workflows_task is not None:
             await self._workflows_task
-        self._executor.shutdown(wait=True)
+        await asyncio.to_thread(self._executor.shutdown)
 
     def start(self, region: str) -> None:
         worker = activity_worker(self.client, self.settings, self.stores[region], self._executor)

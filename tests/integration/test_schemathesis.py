@@ -31,9 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import io
 import pkgutil
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
@@ -128,9 +131,13 @@ class Stack(threading.Thread):
             port=self.port,
             log_config=None,
             access_log=False,
+            # A request still running when the test ends (a client that gave up on it) is
+            # cancelled after this long rather than held open until every client hangs up.
+            timeout_graceful_shutdown=10,
         )
         self.server = uvicorn.Server(config)
         self.failure: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def url(self) -> str:
@@ -143,6 +150,7 @@ class Stack(threading.Thread):
             self.failure = failure
 
     async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
         client = await connect(self.settings)
         async with Cluster(client, self.settings, self.stores):
             await self.server.serve()
@@ -164,8 +172,21 @@ class Stack(threading.Thread):
     ) -> None:
         self.server.should_exit = True
         self.join(timeout=60)
-        assert not self.is_alive(), "the app did not stop within a minute"
+        assert not self.is_alive(), f"the app did not stop within a minute:\n{self._stuck()}"
         assert self.failure is None, repr(self.failure)
+
+    def _stuck(self) -> str:
+        """Where every thread and every task on the app's loop is, to say what held it."""
+        out = io.StringIO()
+        frames = sys._current_frames()
+        for thread in threading.enumerate():
+            if thread.ident in frames:
+                out.write(f"--- thread {thread.name}\n")
+                traceback.print_stack(frames[thread.ident], file=out)
+        for task in asyncio.all_tasks(self.loop) if self.loop else ():
+            out.write(f"--- task {task.get_name()}\n")
+            task.print_stack(file=out)
+        return out.getvalue()
 
 
 @pytest.fixture
