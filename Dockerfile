@@ -1,5 +1,6 @@
-# The geosaga image: `geosaga api`, `geosaga worker --region NAME`, `geosaga setup`, and the
-# operator commands, all from the one console script. docker-compose.yml builds it.
+# The geosaga image: `geosaga api`, `geosaga worker --region NAME`, `geosaga gateway`,
+# `geosaga setup`, and the operator commands, all from the one console script.
+# docker-compose.yml builds it.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -8,6 +9,7 @@ COPY workflows workflows
 COPY activities activities
 COPY api api
 COPY regions regions
+COPY gateway gateway
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim

@@ -25,6 +25,7 @@ class ActivityName(StrEnum):
     READ_OUTBOX = "read_outbox"
     APPLY_EVENTS = "apply_events"
     REPLICATION_CURSOR = "replication_cursor"
+    SWEEP_INBOX = "sweep_inbox"
     CLEAR_CART = "clear_cart"
     NOOP = "noop"
 
@@ -156,4 +157,10 @@ class AppliedEvents(BaseModel):
 
 
 class CursorRequest(BaseModel):
+    source_region: str
+
+
+class SweepInbox(BaseModel):
+    """Retry the source's events waiting in the destination's inbox; dead-letter stuck ones."""
+
     source_region: str

@@ -1,4 +1,10 @@
-"""The payment gateway interface the payment activities talk to."""
+"""The payment gateway as the payment activities see it: a card processor reached over the
+network (activities/gateway_client.py speaks `geosaga gateway`'s API, docs/gateway.md).
+
+A real processor plugs in by implementing `PaymentGateway` against its own API: authorise with
+the step's key as merchant reference and idempotency key, cancel by merchant reference (a
+"technical cancel", which also voids an authorisation that arrives after it), capture once.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,20 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class GatewayAuthorisation:
-    approved: bool
-    ref: str | None = None
-    decline_reason: str | None = None
+    """An authorisation as the gateway answers it: `status` is `authorised`, `declined`,
+    `captured` or `voided` (its reference was cancelled first, or since)."""
+
+    id: str
+    reference: str
+    status: str
+    amount: Decimal
+    currency: str
+    reason: str | None = None
 
 
 class GatewayUnavailable(Exception):
-    """A transient failure: the same call may succeed later, so the activity retries."""
+    """A transient failure (a 5xx, a timeout, no connection): the same call may succeed later,
+    so the activity fails and Temporal retries it with the same key."""
 
 
 class GatewayRejected(Exception):
@@ -23,12 +36,18 @@ class GatewayRejected(Exception):
 
 
 class PaymentGateway(Protocol):
-    """Every call is idempotent on its key or reference, as real gateways are."""
+    """Every call is idempotent on its key, as a real processor's are."""
 
     def authorise(
-        self, *, key: str, token: str, amount: Decimal, currency: str
-    ) -> GatewayAuthorisation: ...
+        self, reference: str, token: str, amount: Decimal, currency: str
+    ) -> GatewayAuthorisation:
+        """A hold under `reference` (also its idempotency key)."""
+        ...
 
-    def void(self, ref: str) -> None: ...
+    def capture(self, authorisation_id: str, amount: Decimal, *, key: str) -> GatewayAuthorisation:
+        """Takes `amount` of the hold, once."""
+        ...
 
-    def capture(self, ref: str, amount: Decimal) -> str: ...
+    def cancel(self, reference: str, *, key: str) -> list[GatewayAuthorisation]:
+        """Voids whatever is held under `reference` and whatever arrives under it later."""
+        ...

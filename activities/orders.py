@@ -19,14 +19,14 @@ class OrderActivities(RegionBound):
     def all(self) -> Sequence[Callable[..., Any]]:
         return [self.record_outcome, self.clear_cart]
 
-    @activity.defn(name=ActivityName.RECORD_OUTCOME)
+    @activity.defn(name=ActivityName.RECORD_OUTCOME, no_thread_cancel_exception=True)
     def record_outcome(self, outcome: OrderOutcome) -> StepOutcome:
         recorded = once(
             self._store, "outcome", outcome.key, lambda session: self._record(session, outcome)
         )
         return with_attempt(recorded)
 
-    @activity.defn(name=ActivityName.CLEAR_CART)
+    @activity.defn(name=ActivityName.CLEAR_CART, no_thread_cancel_exception=True)
     def clear_cart(self, request: ClearCart) -> StepOutcome:
         """Takes a completed checkout's items out of the customer's cart in this region."""
 

@@ -1,7 +1,10 @@
 """Payment activities of the customer's home region: authorise, void (compensation), capture.
 
-The gateway is called outside the store transaction (it is another system); its calls are
-idempotent on the step's key, so a retry after a crash between the two finds the same result.
+The gateway is called outside the store transaction (it is another system), with keys made
+from the step's key, so a retry after a crash between the two gets the gateway's first answer
+again. The void goes to the gateway every time until the gateway confirms it, whatever the
+store says: it cancels the step's reference, which voids a hold already made and any made
+after it (a worker paused past its timeout), so no hold outlives a void.
 """
 
 from __future__ import annotations
@@ -28,6 +31,20 @@ from regions.models import Authorisation, AuthorisationStatus, Capture, utcnow
 from regions.money import from_minor, to_minor
 from regions.store import Store
 
+_GRANTED = {
+    "authorised": AuthorisationStatus.AUTHORISED,
+    "declined": AuthorisationStatus.DECLINED,
+    "voided": AuthorisationStatus.VOIDED,
+}
+
+
+def capture_key(key: str) -> str:
+    return f"{key}/capture"
+
+
+def void_key(key: str) -> str:
+    return f"{key}/void"
+
 
 class PaymentActivities(RegionBound):
     """Bound to one region's store and gateway; registered only on that region's task queue."""
@@ -39,49 +56,65 @@ class PaymentActivities(RegionBound):
     def all(self) -> Sequence[Callable[..., Any]]:
         return [self.authorise_payment, self.void_payment, self.capture_payment]
 
-    @activity.defn(name=ActivityName.AUTHORISE_PAYMENT)
+    @activity.defn(name=ActivityName.AUTHORISE_PAYMENT, no_thread_cancel_exception=True)
     def authorise_payment(self, request: AuthorisePayment) -> StepOutcome:
         outcome = previous_outcome(self._store, "authorise", request.key)
         if outcome is None:
-            decision = self._gateway.authorise(
-                key=request.key,
-                token=request.payment_token,
-                amount=request.amount,
-                currency=request.currency,
-            )
+            try:
+                granted = self._gateway.authorise(
+                    request.key, request.payment_token, request.amount, request.currency
+                )
+            except GatewayRejected as rejected:
+                raise ApplicationError(
+                    f"authorisation refused by the gateway: {rejected}",
+                    type=ErrorType.PAYMENT_DECLINED,
+                    non_retryable=True,
+                ) from rejected
             outcome = once(
                 self._store,
                 "authorise",
                 request.key,
-                lambda session: self._record_authorisation(session, request, decision),
+                lambda session: self._record_authorisation(session, request, granted),
             )
-            if outcome.status == AuthorisationStatus.VOIDED and outcome.gateway_ref:
-                # A void overtook this authorisation: undo what the gateway just granted.
-                self._gateway.void(outcome.gateway_ref)
         outcome = with_attempt(outcome)
         if outcome.status == AuthorisationStatus.DECLINED:
             raise refusal(outcome, ErrorType.PAYMENT_DECLINED)
+        if outcome.repeated and outcome.status == AuthorisationStatus.AUTHORISED:
+            outcome = self._unless_voided(outcome)
         return outcome
 
-    @activity.defn(name=ActivityName.VOID_PAYMENT)
+    def _unless_voided(self, outcome: StepOutcome) -> StepOutcome:
+        """A repeat says so when a void released the hold since: a saga rerun from before its
+        compensation must not capture a hold that is gone."""
+        with self._store.reading() as session:
+            authorisation = session.get(Authorisation, outcome.key)
+        if authorisation is None or authorisation.status != AuthorisationStatus.VOIDED:
+            return outcome
+        return outcome.model_copy(
+            update={"status": AuthorisationStatus.VOIDED, "message": "voided since it was made"}
+        )
+
+    @activity.defn(name=ActivityName.VOID_PAYMENT, no_thread_cancel_exception=True)
     def void_payment(self, request: AuthorisationKey) -> StepOutcome:
+        # A void is recorded only once the gateway has confirmed the cancel: from then on the
+        # gateway voids anything under the reference, so the record is safe to answer with.
         outcome = previous_outcome(self._store, "void", request.key)
         if outcome is None:
-            with self._store.reading() as session:
-                seen = session.get(Authorisation, request.key)
-            voided_ref = None
-            if seen is not None and seen.status == AuthorisationStatus.AUTHORISED:
-                voided_ref = _gateway_ref(seen)
-                self._gateway.void(voided_ref)
+            try:
+                self._gateway.cancel(request.key, key=void_key(request.key))
+            except GatewayRejected as rejected:
+                raise _invalid(
+                    f"the gateway refused to void {request.key}: {rejected}"
+                ) from rejected
             outcome = once(
                 self._store,
                 "void",
                 request.key,
-                lambda session: self._record_void(session, request, voided_ref),
+                lambda session: self._record_void(session, request),
             )
         return with_attempt(outcome)
 
-    @activity.defn(name=ActivityName.CAPTURE_PAYMENT)
+    @activity.defn(name=ActivityName.CAPTURE_PAYMENT, no_thread_cancel_exception=True)
     def capture_payment(self, request: AuthorisationKey) -> StepOutcome:
         outcome = previous_outcome(self._store, "capture", request.key)
         if outcome is None:
@@ -91,8 +124,10 @@ class PaymentActivities(RegionBound):
                 status = "missing" if authorisation is None else authorisation.status
                 raise _invalid(f"authorisation {request.key} is {status}; it cannot be captured")
             try:
-                capture_ref = self._gateway.capture(
-                    _gateway_ref(authorisation), from_minor(authorisation.amount_minor)
+                captured = self._gateway.capture(
+                    _gateway_ref(authorisation),
+                    from_minor(authorisation.amount_minor),
+                    key=capture_key(request.key),
                 )
             except GatewayRejected as rejected:
                 raise ApplicationError(
@@ -104,28 +139,29 @@ class PaymentActivities(RegionBound):
                 self._store,
                 "capture",
                 request.key,
-                lambda session: self._record_capture(session, request, capture_ref),
+                lambda session: self._record_capture(session, request, captured.id),
             )
         return with_attempt(outcome)
 
     def _record_authorisation(
-        self, session: Session, request: AuthorisePayment, decision: GatewayAuthorisation
+        self, session: Session, request: AuthorisePayment, granted: GatewayAuthorisation
     ) -> StepOutcome:
         existing = session.get(Authorisation, request.key)
         if existing is not None:
-            # Only a void tombstone can be here: remember the grant so the caller voids it.
-            existing.gateway_ref = decision.ref
+            # Only a void's tombstone can be here, and the void had the gateway cancel the
+            # reference first: this authorisation is voided there, whatever it answered us.
+            existing.gateway_ref = granted.id
             existing.updated_at = utcnow()
             session.add(existing)
             return self._outcome(
                 request.key,
                 AuthorisationStatus.VOIDED,
-                gateway_ref=decision.ref,
+                gateway_ref=granted.id,
                 message="a void overtook this authorisation",
             )
-        status = (
-            AuthorisationStatus.AUTHORISED if decision.approved else AuthorisationStatus.DECLINED
-        )
+        status = _GRANTED.get(granted.status)
+        if status is None:
+            raise _invalid(f"the gateway answered an authorisation {granted.status}")
         session.add(
             Authorisation(
                 key=request.key,
@@ -134,32 +170,40 @@ class PaymentActivities(RegionBound):
                 amount_minor=to_minor(request.amount),
                 currency=request.currency,
                 status=status,
-                gateway_ref=decision.ref,
-                decline_reason=decision.decline_reason,
+                gateway_ref=granted.id,
+                decline_reason=granted.reason if status == AuthorisationStatus.DECLINED else None,
             )
         )
+        if status == AuthorisationStatus.VOIDED:
+            # The gateway had the reference cancelled already: a void got there first and
+            # records itself when it runs again.
+            return self._outcome(
+                request.key,
+                status,
+                gateway_ref=granted.id,
+                message="a void overtook this authorisation",
+            )
         common = {
             "region": self.region,
             "order_id": request.order_id,
             "amount": request.amount,
             "currency": request.currency,
         }
+        approved = status == AuthorisationStatus.AUTHORISED
         self._publish(
             session,
             events.PaymentAuthorised(**common)
-            if decision.approved
-            else events.PaymentDeclined(**common, reason=decision.decline_reason),
+            if approved
+            else events.PaymentDeclined(**common, reason=granted.reason),
         )
         return self._outcome(
             request.key,
             status,
-            gateway_ref=decision.ref,
-            message=None if decision.approved else f"payment declined: {decision.decline_reason}",
+            gateway_ref=granted.id,
+            message=None if approved else f"payment declined: {granted.reason}",
         )
 
-    def _record_void(
-        self, session: Session, request: AuthorisationKey, voided_ref: str | None
-    ) -> StepOutcome:
+    def _record_void(self, session: Session, request: AuthorisationKey) -> StepOutcome:
         authorisation = session.get(Authorisation, request.key)
         if authorisation is None:
             # Nothing authorised yet: a tombstone makes a late authorisation void itself.
@@ -181,10 +225,6 @@ class PaymentActivities(RegionBound):
         if authorisation.status != AuthorisationStatus.AUTHORISED:
             return self._outcome(
                 request.key, authorisation.status, message="nothing was open to void"
-            )
-        if voided_ref != authorisation.gateway_ref:
-            raise ApplicationError(
-                "the authorisation appeared while voiding; the next attempt voids it"
             )
         authorisation.status = AuthorisationStatus.VOIDED
         authorisation.updated_at = utcnow()

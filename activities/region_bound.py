@@ -1,4 +1,11 @@
-"""What every region's activity class shares: its store, its outbox and its outcomes."""
+"""What every region's activity class shares: its store, its outbox and its outcomes.
+
+Every activity here is defined with `no_thread_cancel_exception=True`. By default the SDK
+cancels a threaded activity by raising CancelledError inside its thread, at whatever bytecode
+it has reached: between taking the store's writer lock and the `try` that releases it, one left
+the lock held, and every later write of that region's process waited on it for good (found by
+`geosaga torture`). These are short transactions: a cancelled one finishes, its answer unused.
+"""
 
 from __future__ import annotations
 

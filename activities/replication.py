@@ -16,6 +16,7 @@ from activities.contract import (
     CursorRequest,
     OutboxBatch,
     ReadOutbox,
+    SweepInbox,
 )
 from regions import outbox, replication
 from regions.models import ReplicationSource
@@ -29,14 +30,17 @@ _QUIET_PAUSE = 2.0
 
 
 class ReplicationActivities:
-    def __init__(self, store: Store, *, max_attempts: int) -> None:
+    def __init__(
+        self, store: Store, *, max_attempts: int, hold_seconds: float = replication.HOLD_SECONDS
+    ) -> None:
         self._store = store
         self._max_attempts = max_attempts
+        self._hold_seconds = hold_seconds
 
     def all(self) -> Sequence[Callable[..., Any]]:
-        return [self.read_outbox, self.apply_events, self.replication_cursor]
+        return [self.read_outbox, self.apply_events, self.sweep_inbox, self.replication_cursor]
 
-    @activity.defn(name=ActivityName.READ_OUTBOX)
+    @activity.defn(name=ActivityName.READ_OUTBOX, no_thread_cancel_exception=True)
     def read_outbox(self, request: ReadOutbox) -> OutboxBatch:
         """Waits up to `wait_seconds` for events after the cursor (a long poll).
 
@@ -89,25 +93,43 @@ class ReplicationActivities:
             writes = self._store.writes
         return False
 
-    @activity.defn(name=ActivityName.APPLY_EVENTS)
+    @activity.defn(name=ActivityName.APPLY_EVENTS, no_thread_cancel_exception=True)
     def apply_events(self, request: ApplyEvents) -> AppliedEvents:
         result = replication.apply_batch(
-            self._store, request.events, max_attempts=self._max_attempts
+            self._store,
+            request.events,
+            max_attempts=self._max_attempts,
+            hold_seconds=self._hold_seconds,
         )
-        return AppliedEvents(
-            applied=result.applied,
-            duplicates=result.duplicates,
-            held_back=result.held_back,
-            dead_lettered=result.dead_lettered,
-            conflicts=result.conflicts,
-        )
+        return _applied(result)
 
-    @activity.defn(name=ActivityName.REPLICATION_CURSOR)
+    @activity.defn(name=ActivityName.SWEEP_INBOX, no_thread_cancel_exception=True)
+    def sweep_inbox(self, request: SweepInbox) -> AppliedEvents:
+        """What a quiet source's relay does: the events waiting here get their turn."""
+        result = replication.sweep(
+            self._store,
+            request.source_region,
+            max_attempts=self._max_attempts,
+            hold_seconds=self._hold_seconds,
+        )
+        return _applied(result)
+
+    @activity.defn(name=ActivityName.REPLICATION_CURSOR, no_thread_cancel_exception=True)
     def replication_cursor(self, request: CursorRequest) -> int:
         """How far the source's stream is delivered here: where a new relay starts."""
         with self._store.reading() as session:
             source = session.get(ReplicationSource, request.source_region)
         return source.delivered_through if source else 0
+
+
+def _applied(result: replication.BatchResult) -> AppliedEvents:
+    return AppliedEvents(
+        applied=result.applied,
+        duplicates=result.duplicates,
+        held_back=result.held_back,
+        dead_lettered=result.dead_lettered,
+        conflicts=result.conflicts,
+    )
 
 
 def _utc(moment: datetime) -> datetime:

@@ -32,14 +32,14 @@ class StockActivities(RegionBound):
     def all(self) -> Sequence[Callable[..., Any]]:
         return [self.check_stock, self.reserve_stock, self.release_stock, self.commit_stock]
 
-    @activity.defn(name=ActivityName.CHECK_STOCK)
+    @activity.defn(name=ActivityName.CHECK_STOCK, no_thread_cancel_exception=True)
     def check_stock(self, request: StockCheck) -> StockAvailability:
         with self._store.reading() as session:
             levels = inventory.available(session, request.skus)
             elsewhere = inventory.replicated_available(session, request.skus, self.region)
         return StockAvailability(region=self.region, available=levels, elsewhere=elsewhere)
 
-    @activity.defn(name=ActivityName.RESERVE_STOCK)
+    @activity.defn(name=ActivityName.RESERVE_STOCK, no_thread_cancel_exception=True)
     def reserve_stock(self, request: ReserveStock) -> StepOutcome:
         outcome = once(
             self._store, "reserve", request.key, lambda session: self._reserve(session, request)
@@ -47,16 +47,29 @@ class StockActivities(RegionBound):
         outcome = with_attempt(outcome)
         if outcome.status == ReservationStatus.REJECTED:
             raise refusal(outcome, ErrorType.OUT_OF_STOCK)
+        if outcome.repeated and outcome.status == ReservationStatus.HELD:
+            outcome = self._unless_released(outcome)
         return outcome
 
-    @activity.defn(name=ActivityName.RELEASE_STOCK)
+    def _unless_released(self, outcome: StepOutcome) -> StepOutcome:
+        """A repeat says so when a release gave the units back since: a saga rerun from before
+        its compensation must not carry on with units it no longer holds."""
+        with self._store.reading() as session:
+            reservation = session.get(Reservation, outcome.key)
+        if reservation is None or reservation.status != ReservationStatus.RELEASED:
+            return outcome
+        return outcome.model_copy(
+            update={"status": ReservationStatus.RELEASED, "message": "released since it was taken"}
+        )
+
+    @activity.defn(name=ActivityName.RELEASE_STOCK, no_thread_cancel_exception=True)
     def release_stock(self, request: ReservationKey) -> StepOutcome:
         outcome = once(
             self._store, "release", request.key, lambda session: self._release(session, request)
         )
         return with_attempt(outcome)
 
-    @activity.defn(name=ActivityName.COMMIT_STOCK)
+    @activity.defn(name=ActivityName.COMMIT_STOCK, no_thread_cancel_exception=True)
     def commit_stock(self, request: ReservationKey) -> StepOutcome:
         outcome = once(
             self._store, "commit", request.key, lambda session: self._commit(session, request)

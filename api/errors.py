@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas import ErrorBody, ValidationErrorBody
+from regions.unavailable import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,14 @@ JSON_BODY: dict[int | str, dict[str, Any]] = {
 }
 TEMPORAL_ERRORS: dict[int | str, dict[str, Any]] = {
     502: {"model": ErrorBody, "description": "Temporal answered with an error"},
-    503: {"model": ErrorBody, "description": "Temporal is unreachable"},
+    503: {
+        "model": ErrorBody,
+        "description": "Temporal is unreachable, or the saga's workers did not answer in time",
+    },
+}
+
+STORE_ERRORS: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorBody, "description": "The region's store is unreachable or timed out"}
 }
 
 _UNREACHABLE = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
@@ -85,7 +93,8 @@ def _has_body(request: Request) -> bool:
 
 def temporal_unreachable(error: BaseException) -> bool:
     if isinstance(error, RPCError):
-        return error.status in _UNREACHABLE
+        # A call in flight when the server went away fails with the transport's own error.
+        return error.status in _UNREACHABLE or "transport error" in error.message
     # A lazy client that cannot connect raises a RuntimeError from the SDK's core.
     return isinstance(error, RuntimeError) and str(error).startswith("Failed client connect")
 
@@ -191,6 +200,11 @@ async def _rpc_error(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=502, content={"detail": f"Temporal call failed: {error}"})
 
 
+async def _store_unavailable(_: Request, error: Exception) -> JSONResponse:
+    log.warning("%s", error)
+    return JSONResponse(status_code=503, content={"detail": str(error)})
+
+
 async def _unexpected(_: Request, error: Exception) -> JSONResponse:
     if temporal_unreachable(error):
         return JSONResponse(
@@ -204,6 +218,7 @@ def install(app: FastAPI) -> None:
     app.exception_handler(RequestValidationError)(_validation_error)
     app.exception_handler(HTTPException)(_http_error)
     app.exception_handler(RPCError)(_rpc_error)
+    app.exception_handler(StoreUnavailable)(_store_unavailable)
     # RuntimeError too: a client that cannot connect raises one, and handlers registered for
     # Exception itself re-raise after answering.
     app.exception_handler(RuntimeError)(_unexpected)

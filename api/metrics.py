@@ -23,7 +23,7 @@ class ReplicationCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         lag_events = GaugeMetricFamily(
             "geosaga_replication_lag_events",
-            "Events not yet applied at the destination",
+            "Events not yet applied at the destination (undelivered, held or failing)",
             labels=_PAIR,
         )
         lag_seconds = GaugeMetricFamily(
@@ -31,6 +31,14 @@ class ReplicationCollector(Collector):
             "Age of the oldest event not yet applied at the destination",
             labels=_PAIR,
         )
+        parts = {
+            name: GaugeMetricFamily(f"geosaga_replication_{name}", help_text, labels=_PAIR)
+            for name, help_text in (
+                ("undelivered_events", "Events in the source's outbox not yet delivered"),
+                ("held_events", "Events in the destination's inbox waiting for a predecessor"),
+                ("failing_events", "Events in the destination's inbox whose last try failed"),
+            )
+        }
         counters = {
             name: CounterMetricFamily(f"geosaga_replication_{name}", help_text, labels=_PAIR)
             for name, help_text in (
@@ -52,6 +60,9 @@ class ReplicationCollector(Collector):
                 labels = [pair.source, destination]
                 lag_events.add_metric(labels, pair.lag_events)
                 lag_seconds.add_metric(labels, pair.lag_seconds)
+                parts["undelivered_events"].add_metric(labels, pair.undelivered_events)
+                parts["held_events"].add_metric(labels, pair.held_events)
+                parts["failing_events"].add_metric(labels, pair.failing_events)
                 counters["events_applied"].add_metric(labels, pair.applied)
                 counters["duplicates_skipped"].add_metric(labels, pair.duplicates)
                 counters["events_held_back"].add_metric(labels, pair.held_back)
@@ -61,6 +72,7 @@ class ReplicationCollector(Collector):
             depth.add_metric([destination], replication.dead_letter_depth(store))
         yield lag_events
         yield lag_seconds
+        yield from parts.values()
         yield from counters.values()
         yield depth
 

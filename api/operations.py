@@ -10,9 +10,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import EventType
-from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.api.workflowservice.v1 import (
+    DescribeWorkflowExecutionRequest,
+    ResetActivityRequest,
+    ResetWorkflowExecutionRequest,
+)
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -28,7 +37,7 @@ from workflows.contract import (
 from workflows.order_saga import OrderSaga
 from workflows.trace import saga_summary
 
-_UPDATE_TIMEOUT = timedelta(seconds=10)
+_UPDATE_TIMEOUT = timedelta(seconds=20)
 _UPDATE_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 _RERUNNABLE = (
     WorkflowExecutionStatus.FAILED,
@@ -40,6 +49,11 @@ _RERUNNABLE = (
 
 class Refused(Exception):
     """The saga (or Temporal) declined the request; the message says why."""
+
+
+class NotAnswered(Exception):
+    """The saga did not answer in time: no worker took its workflow task (all down, cut off
+    or busy). The request is kept by Temporal and may still take effect."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,11 @@ async def _update(client: Client, order_id: str, update: Any, request: BaseModel
         try:
             result = await handle.execute_update(update, request, rpc_timeout=_UPDATE_TIMEOUT)
             return str(result.message)
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            raise NotAnswered(
+                f"the saga did not answer within {_UPDATE_TIMEOUT.seconds} s (its workers may be "
+                "down); the request may still take effect: read the order before sending it again"
+            ) from None
         except WorkflowUpdateFailedError as refused:
             cause = refused.cause
             raise Refused(
@@ -90,6 +109,30 @@ async def _update(client: Client, order_id: str, update: Any, request: BaseModel
             if delay is None or not _workflow_not_ready(error):
                 raise
         await asyncio.sleep(delay)
+
+
+async def _redispatch_pending(client: Client, workflow: str, run_id: str) -> None:
+    """Has Temporal dispatch (or time out) the steps the reset run inherited in flight.
+
+    A reset run takes over the activities its history left scheduled, and the dev server
+    (1.32) did not always dispatch them or fire their timeouts again: an activity whose
+    task had not gone out before the saga was terminated stayed pending in the new run for
+    good (seen under `geosaga torture`). Resetting each such activity (an experimental API)
+    makes the server look at it afresh: it runs, or its passed timeout fires and the saga
+    moves on as for any timed-out step.
+    """
+    execution = WorkflowExecution(workflow_id=workflow, run_id=run_id)
+    described = await client.workflow_service.describe_workflow_execution(
+        DescribeWorkflowExecutionRequest(namespace=client.namespace, execution=execution)
+    )
+    for pending in described.pending_activities:
+        if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
+            continue
+        await client.workflow_service.reset_activity(
+            ResetActivityRequest(
+                namespace=client.namespace, execution=execution, id=pending.activity_id
+            )
+        )
 
 
 def _workflow_not_ready(error: RPCError) -> bool:
@@ -132,6 +175,7 @@ async def rerun(client: Client, settings: Settings, order_id: str, reason: str) 
                 request_id=str(uuid.uuid4()),
             )
         )
+        await _redispatch_pending(client, handle.id, response.run_id)
         return Rerun("reset", response.run_id)
     order = await order_input_of(client, handle)
     started = await client.start_workflow(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import timedelta
 
 from fastapi.exceptions import RequestValidationError
@@ -27,7 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.errors import invalid
 from api.schemas import Links, OrderLineIn, OrderRequest, OrderSummary, OrderView
 from geosaga.settings import Settings
-from regions import carts
+from regions import carts, order_requests
 from regions.catalog import PRODUCTS_BY_SKU
 from regions.store import Store
 from workflows.contract import (
@@ -144,26 +145,64 @@ def _digest(value: object) -> str:
 async def submit(
     client: Client,
     settings: Settings,
+    stores: Mapping[str, Store],
     order_id: str,
     request: OrderRequest,
     *,
     cart: CartCheckout | None = None,
     digest: str | None = None,
 ) -> tuple[SagaStatus, bool]:
-    """Starts the saga once per key; returns its status and whether this call started it.
+    """Starts the saga once per key, ever; returns its status and whether this call started it.
 
-    `digest` identifies the request for idempotency (default: the order's own fingerprint).
+    The key is kept in the home region's store before the saga starts and marked once Temporal
+    has taken the start, so it still names its first order after Temporal's retention has
+    dropped that saga. `digest` identifies the request (default: the order's fingerprint).
     """
-    order = order_input(settings, order_id, request).model_copy(update={"cart": cart})
     digest = digest or fingerprint(request)
+    previous = await _previous(client, stores, order_id, digest)
+    if previous is not None:
+        return previous, False
+    home = stores[request.home_region]
+    kept = await run_in_threadpool(order_requests.keep, home, order_id, digest, started=False)
+    if kept.request_sha256 != digest:
+        raise _conflict(order_id)
+    order = order_input(settings, order_id, request).model_copy(update={"cart": cart})
     try:
         await start(client, settings, order, digest)
+        saga_status, started = SagaStatus.ACCEPTED, True
     except WorkflowAlreadyStartedError:
         existing = await replayed(client, order_id, digest)
         if existing is None:
             raise  # it existed a moment ago; nothing sensible to answer
-        return existing, False
-    return SagaStatus.ACCEPTED, True
+        saga_status, started = existing, False
+    await run_in_threadpool(order_requests.keep, home, order_id, digest, started=True)
+    return saga_status, started
+
+
+async def _previous(
+    client: Client, stores: Mapping[str, Store], order_id: str, digest: str
+) -> SagaStatus | None:
+    """The status of the order this key already started, if it did; 409 for another request."""
+    found = await run_in_threadpool(order_requests.find, stores.values(), order_id)
+    if found is None:
+        return None
+    store, kept = found
+    if kept.request_sha256 != digest:
+        raise _conflict(order_id)
+    if not kept.started:
+        return None  # kept, but the start may never have reached Temporal: start it now
+    existing = await replayed(client, order_id, digest)
+    if existing is not None:
+        return existing
+    # Temporal's retention has dropped the saga: the order ran once, under this key.
+    recorded = await run_in_threadpool(order_requests.recorded_status, store, order_id)
+    return SagaStatus(recorded) if recorded in set(SagaStatus) else SagaStatus.ACCEPTED
+
+
+def _conflict(order_id: str) -> IdempotencyConflict:
+    return IdempotencyConflict(
+        f"Idempotency-Key {order_id!r} was already used for a different order"
+    )
 
 
 async def start(client: Client, settings: Settings, order: OrderInput, digest: str) -> None:
@@ -191,23 +230,25 @@ async def replayed(client: Client, order_id: str, digest: str) -> SagaStatus | N
         raise
     memo = await description.memo()
     if memo.get("request_sha256") != digest:
-        raise IdempotencyConflict(
-            f"Idempotency-Key {order_id!r} was already used for a different order"
-        )
+        raise _conflict(order_id)
     return status_of(description)
 
 
 async def checkout(
     client: Client,
     settings: Settings,
-    store: Store,
+    stores: Mapping[str, Store],
+    region: str,
     customer_id: str,
     order_id: str,
     payment_token: str,
 ) -> tuple[SagaStatus, bool]:
-    """Starts the saga from the cart as `store`'s region merges it; that region is home."""
-    digest = _digest({"checkout": customer_id, "region": store.region, "token": payment_token})
-    existing = await replayed(client, order_id, digest)
+    """Starts the saga from the cart as `region` merges it; that region is home."""
+    store = stores[region]
+    digest = _digest({"checkout": customer_id, "region": region, "token": payment_token})
+    existing = await _previous(client, stores, order_id, digest)
+    if existing is None:
+        existing = await replayed(client, order_id, digest)
     if existing is not None:
         return existing, False
     window_ms = int(settings.cart_removal_window_seconds * 1000)
@@ -222,7 +263,7 @@ async def checkout(
     )
     validate(settings, request)
     snapshot = CartCheckout(customer_id=customer_id, region=store.region, versions=cart.versions)
-    return await submit(client, settings, order_id, request, cart=snapshot, digest=digest)
+    return await submit(client, settings, stores, order_id, request, cart=snapshot, digest=digest)
 
 
 async def read(client: Client, settings: Settings, order_id: str) -> OrderView:

@@ -32,6 +32,7 @@ async def spawned(overrides: Mapping[str, str] = {}) -> AsyncIterator[Settings]:
     """Runs `geosaga dev` on free ports until the block ends; yields its settings."""
     with tempfile.TemporaryDirectory(prefix="geosaga-bench-") as folder:
         api_port, temporal_port, ui_port = free_port(), free_port(), free_port()
+        gateway_port = free_port()
         env = {
             **os.environ,
             "GEOSAGA_DATA_DIR": folder,
@@ -39,6 +40,8 @@ async def spawned(overrides: Mapping[str, str] = {}) -> AsyncIterator[Settings]:
             "GEOSAGA_TEMPORAL_UI_URL": f"http://127.0.0.1:{ui_port}",
             "GEOSAGA_API_PORT": str(api_port),
             "GEOSAGA_API_URL": f"http://127.0.0.1:{api_port}",
+            "GEOSAGA_GATEWAY_PORT": str(gateway_port),
+            "GEOSAGA_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}",
             **overrides,
         }
         with (Path(folder) / "dev.log").open("ab") as log:
@@ -52,6 +55,7 @@ async def spawned(overrides: Mapping[str, str] = {}) -> AsyncIterator[Settings]:
                 temporal_ui_url=env["GEOSAGA_TEMPORAL_UI_URL"],
                 api_url=env["GEOSAGA_API_URL"],
                 api_port=api_port,
+                gateway_url=env["GEOSAGA_GATEWAY_URL"],
                 data_dir=Path(folder),
             )
         finally:

@@ -49,11 +49,13 @@ def dev() -> None:
 @app.command()
 def worker(region: Annotated[str, typer.Option(help="The region this process serves")]) -> None:
     """Run one region's worker: its activities on region.NAME, workflows on the orders queue."""
+    from regions.clock import use_skew
     from regions.worker import run_region
 
     settings = Settings()
     # Logs with trace ids, tracing, and the runtime that serves this worker's metrics.
     configure_process(settings, f"worker-{region}", worker=True)
+    use_skew(settings.clock_skew_dir)
     if region not in settings.regions:
         console.print(f"[red]unknown region {region!r}; known: {', '.join(settings.regions)}")
         raise typer.Exit(2)
@@ -73,9 +75,11 @@ def worker(region: Annotated[str, typer.Option(help="The region this process ser
 def api() -> None:
     """Serve the HTTP API."""
     from api.main import create_app
+    from regions.clock import use_skew
 
     settings = Settings()
     configure_process(settings, "api")
+    use_skew(settings.clock_skew_dir)
     with _refusing_unsafe_settings():
         served = create_app(settings)
     # No log config of uvicorn's own: its lines go through the process's (trace ids, JSON).
@@ -86,6 +90,26 @@ def api() -> None:
         port=settings.api_port,
         log_config=None,
         http="httptools",
+    )
+
+
+@app.command()
+def gateway() -> None:
+    """Serve the sandbox payment gateway, with its own ledger (docs/gateway.md)."""
+    from gateway.app import create_app as create_gateway
+
+    settings = Settings()
+    configure_process(settings, "gateway")
+    with _refusing_unsafe_settings():
+        served = create_gateway(settings)
+    # A request held by an injected hang does not hold up a stop for longer than this.
+    uvicorn.run(
+        served,
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        log_config=None,
+        http="httptools",
+        timeout_graceful_shutdown=5,
     )
 
 
@@ -253,6 +277,51 @@ def setup() -> None:
 
     added = asyncio.run(main())
     console.print(f"added: {', '.join(added)}" if added else "search attributes already present")
+
+
+# torture: self-contained as well ----------------------------------------------------------------
+
+
+@app.command()
+def torture(
+    seed: Annotated[int, typer.Option(help="Draws the fault schedule and the workload")],
+    minutes: Annotated[
+        float, typer.Option(min=0.05, help="How long the load and the faults last (e.g. 0.5)")
+    ] = 2.0,
+    store: Annotated[str, typer.Option(help="The regions' stores: sqlite or postgres")] = "sqlite",
+    out: Annotated[
+        str | None, typer.Option(help="The run's folder (default: torture-SEED-STORE)")
+    ] = None,
+    keep: Annotated[
+        bool, typer.Option(help="Keep the PostgreSQL databases afterwards (SQLite files stay)")
+    ] = False,
+) -> None:
+    """Break a stack of its own on the seed's fault schedule under load, let it quiesce, check
+    every promise and write a report; exit 1 on a violation."""
+    from pathlib import Path
+
+    from geosaga.torture.run import TortureError, run
+
+    if store not in ("sqlite", "postgres"):
+        raise typer.BadParameter("sqlite or postgres", param_hint="--store")
+    try:
+        report = asyncio.run(
+            run(
+                seed,
+                minutes,
+                "postgres" if store == "postgres" else "sqlite",
+                Path(out) if out else None,
+                keep=keep,
+                progress=lambda line: console.print(line, highlight=False),
+            )
+        )
+    except TortureError as failed:
+        console.print(f"[red]torture could not run:[/] {failed}", highlight=False)
+        raise typer.Exit(2) from None
+    verdict = "[green]no violations" if report.ok else f"[red]{len(report.violations)} violations"
+    console.print(f"{verdict}[/]; report: {report.folder}/report.md", highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 # replay: self-contained, so other commands can come and go around it --------------------------

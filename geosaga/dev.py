@@ -16,7 +16,14 @@ from rich.console import Console
 from rich.table import Table
 
 from geosaga.devserver import SQLITE_PRAGMAS, DevServer, wait_for_port, wait_until_serving
-from geosaga.security import DEV_API_KEY, Keyring, api_keys, payload_keyring
+from geosaga.security import (
+    DEV_API_KEY,
+    DEV_GATEWAY_KEY,
+    Keyring,
+    api_keys,
+    gateway_key,
+    payload_keyring,
+)
 from geosaga.settings import Settings
 from regions.seed import seed_demo_stock
 from regions.store import close_stores, open_stores
@@ -57,6 +64,7 @@ async def run_dev(settings: Settings, console: Console) -> int:
     # Refuse before starting anything: production settings without keys do not run.
     keys = api_keys(settings)
     keyring = payload_keyring(settings)
+    gateway_key(settings)
     children: list[tuple[str, Process]] = []
     try:
         children.append(("temporal", await _spawn(server.command(), server.environment())))
@@ -67,6 +75,9 @@ async def run_dev(settings: Settings, console: Console) -> int:
             seeded = seed_demo_stock(stores)
         finally:
             close_stores(stores)
+        # The payment gateway before the workers that call it: it listens once its tables exist.
+        children.append(("gateway", await _spawn([sys.executable, "-m", "geosaga", "gateway"])))
+        await wait_for_port(settings.gateway_host, settings.gateway_port)
         metrics_ports = worker_metrics_ports(settings)
         for region in settings.regions:
             worker = await _spawn(
@@ -128,7 +139,8 @@ async def _supervise(
 
 
 async def _stop_all(children: list[tuple[str, Process]]) -> None:
-    """The API first, then workers, then Temporal: nothing is left mid-call to a dead server."""
+    """The API first, then workers, then the gateway and Temporal: nothing is left mid-call to
+    a dead server."""
     for _, process in reversed(children):
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -162,6 +174,11 @@ def _announce(
     table.add_row("Temporal Web UI", server.ui_url)
     table.add_row("Temporal frontend", server.address)
     table.add_row("Regions", ", ".join(settings.regions))
+    table.add_row("Payment gateway", settings.gateway_url)
+    development_gateway_key = settings.gateway_api_key is None
+    table.add_row(
+        "Gateway key", DEV_GATEWAY_KEY if development_gateway_key else "GEOSAGA_GATEWAY_API_KEY"
+    )
     host = settings.worker_metrics_host
     table.add_row(
         "Worker metrics",

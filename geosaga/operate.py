@@ -43,12 +43,12 @@ def _show(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], empty: str)
 
 
 def _refusals(action: Callable[[Client, Settings], Awaitable[str]]) -> None:
-    from api.operations import Refused
+    from api.operations import NotAnswered, Refused
     from api.sagas import OrderNotFound
 
     try:
         console.print(_run(action))
-    except (Refused, OrderNotFound) as refused:
+    except (Refused, OrderNotFound, NotAnswered) as refused:
         console.print(f"[red]{type(refused).__name__}: {refused}")
         raise typer.Exit(1) from None
 

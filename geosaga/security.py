@@ -20,6 +20,8 @@ DEV_API_KEY = "geosaga-local-dev-key"
 DEV_PAYLOAD_KEY_ID = "dev"
 # base64 of "geosaga development payload key!"
 DEV_PAYLOAD_KEY = "Z2Vvc2FnYSBkZXZlbG9wbWVudCBwYXlsb2FkIGtleSE="
+# The payment gateway's key in development (docs/gateway.md); published like the others.
+DEV_GATEWAY_KEY = "geosaga-local-gateway-key"
 
 
 class ConfigurationError(Exception):
@@ -41,6 +43,24 @@ def api_keys(settings: Settings) -> tuple[str, ...]:
             "GEOSAGA_API_KEYS holds the published development key; production needs its own"
         )
     return keys
+
+
+def gateway_key(settings: Settings) -> str:
+    """The key the payment gateway accepts and workers send. Development without one uses
+    the development key; production refuses to run without a key of its own."""
+    if settings.gateway_api_key is None:
+        if settings.environment == "production":
+            raise ConfigurationError(
+                "GEOSAGA_ENVIRONMENT=production needs a payment gateway key: set "
+                "GEOSAGA_GATEWAY_API_KEY (for example `openssl rand -hex 32`)"
+            )
+        return DEV_GATEWAY_KEY
+    key = settings.gateway_api_key.get_secret_value()
+    if settings.environment == "production" and key == DEV_GATEWAY_KEY:
+        raise ConfigurationError(
+            "GEOSAGA_GATEWAY_API_KEY is the published development key; production needs its own"
+        )
+    return key
 
 
 def key_matches(candidate: str, keys: Iterable[str]) -> bool:

@@ -44,6 +44,28 @@ class FaultSpec(BaseModel):
     lost_reply_rate: float = Field(default=0.0, ge=0, le=1)
     timeout_rate: float = Field(default=0.0, ge=0, le=1)
     timeout_seconds: float = 35.0
+    # The draws' seed, so a run's faults can be drawn again (none: fresh each process).
+    seed: int | None = None
+
+
+class GatewayFaults(BaseModel):
+    """What `geosaga gateway` breaks on purpose in its writes (docs/gateway.md, "Faults").
+
+    Each rate is a chance per request: a delay; a 503 before anything is written; a 502 after
+    the write committed and its answer was kept (the reply is lost); a hold of `hang_seconds`,
+    past the caller's timeout, before the request is handled. `seed` makes the draws
+    replayable.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    latency_rate: float = Field(default=0.0, ge=0, le=1)
+    latency_seconds: float = Field(default=0.5, ge=0, le=600)
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    lost_reply_rate: float = Field(default=0.0, ge=0, le=1)
+    hang_rate: float = Field(default=0.0, ge=0, le=1)
+    hang_seconds: float = Field(default=15.0, ge=0, le=600)
+    seed: int | None = None
 
 
 class Settings(BaseSettings):
@@ -65,6 +87,9 @@ class Settings(BaseSettings):
     database_url_template: str = "sqlite:///{data_dir}/{region}.db"
     # A JSON object overriding the template per region: {"eu-west": "postgresql+psycopg://..."}
     database_urls: dict[str, str] = Field(default_factory=dict)
+    # How long a region store may keep a request waiting (to connect, for a pooled connection,
+    # for the write lock: SQLite's busy timeout, PostgreSQL's lock_timeout) before it is a 503.
+    store_timeout_seconds: float = Field(default=30.0, gt=0)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000
@@ -106,6 +131,9 @@ class Settings(BaseSettings):
     # 0.25 s cost 1-4 % of a saga's CPU under load, 0.5 s nothing measurable; 0: always linger).
     replication_settle_seconds: float = Field(default=0.5, ge=0)
     replication_max_attempts: int = 5
+    # How long an event may wait in a region's inbox (for a predecessor that never comes, or
+    # for a clock too far ahead to close in) before it is dead-lettered.
+    replication_hold_seconds: float = Field(default=300.0, gt=0)
 
     # Performance tuning, each measured in BENCHMARKS.md: the embedded dev server's SQLite
     # pragmas, dynamic config and Go GC target, and the workers' options (False: the SDK's
@@ -118,6 +146,9 @@ class Settings(BaseSettings):
     # Chaos testing: a JSON object of region → FaultSpec, e.g.
     # GEOSAGA_FAULTS='{"eu-west": {"latency_rate": 0.2, "error_rate": 0.1}}'
     faults: dict[str, FaultSpec] = Field(default_factory=dict)
+    # Fault testing only (`geosaga torture`): a folder whose file `<region>` holds an offset in
+    # ms added to that region's physical clock (regions/clock.py); None: the wall clock as is.
+    clock_skew_dir: Path | None = None
 
     # Security: README, "Authentication and encrypted payloads". `production` refuses to run
     # without keys of its own; `development` falls back to the published development keys.
@@ -156,6 +187,20 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = None
     log_format: Literal["text", "json"] = "text"
 
+    # The payment gateway (docs/gateway.md): where `geosaga gateway` listens and keeps its
+    # ledger (None: a SQLite file in the data directory), where workers call it, with which key
+    # (development falls back to a published one: geosaga/security.py), and how long a worker
+    # waits for an answer (connecting: 2 s) before the activity fails and Temporal retries it.
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8100, ge=1, le=65535)
+    gateway_url: str = "http://127.0.0.1:8100"
+    gateway_database_url: str | None = None
+    gateway_api_key: SecretStr | None = None
+    gateway_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Fault testing only: what the gateway breaks on purpose from its start (PUT /faults
+    # changes it while it runs).
+    gateway_faults: GatewayFaults = Field(default_factory=GatewayFaults)
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_api_keys(cls, value: object) -> object:
@@ -174,6 +219,17 @@ class Settings(BaseSettings):
                 )
             if not secret.isascii() or not secret.isprintable() or " " in secret:
                 raise ValueError(f"api key #{position + 1} must be printable ASCII, no spaces")
+        return value
+
+    @field_validator("gateway_api_key")
+    @classmethod
+    def _check_gateway_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            secret = value.get_secret_value()
+            if len(secret) < MIN_API_KEY_LENGTH:
+                raise ValueError(f"gateway_api_key is shorter than {MIN_API_KEY_LENGTH} characters")
+            if not secret.isascii() or not secret.isprintable() or " " in secret:
+                raise ValueError("gateway_api_key must be printable ASCII, no spaces")
         return value
 
     @field_validator("payload_keys")
@@ -250,6 +306,10 @@ class Settings(BaseSettings):
         return self.database_url_template.format(
             region=region, region_id=region.replace("-", "_"), data_dir=self.data_dir
         )
+
+    def gateway_database(self) -> str:
+        """The gateway's store: its own URL, or a SQLite file in the data directory."""
+        return self.gateway_database_url or f"sqlite:///{self.data_dir}/gateway.db"
 
     def ui_workflow_url(self, workflow_id: str) -> str:
         base = self.temporal_ui_url.rstrip("/")

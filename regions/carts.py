@@ -18,6 +18,7 @@ from regions.events import CartChanged
 from regions.models import CartOperation
 from regions.outbox import record_event
 from regions.store import Store
+from regions.unavailable import retried_once_if_disconnected
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Snapshot:
     versions: dict[str, dict[str, int]]
 
 
+@retried_once_if_disconnected
 def read(store: Store, customer_id: str, window_ms: int) -> Snapshot:
     with store.reading() as session:
         state = _load(session, customer_id)
@@ -35,6 +37,8 @@ def read(store: Store, customer_id: str, window_ms: int) -> Snapshot:
     return Snapshot(items, {sku: state.sku_context(sku) for sku in items})
 
 
+# Run twice, the second write saw the first and replaces it: the cart ends the same.
+@retried_once_if_disconnected
 def set_quantity(
     store: Store, customer_id: str, sku: str, quantity: int | None, window_ms: int
 ) -> dict[str, int]:

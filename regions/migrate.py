@@ -30,9 +30,8 @@ _LOCK_KEY = 0x67656F73616761
 def region_tables() -> dict[str, Table]:
     """The tables of `regions.models` by name: what the migrations own.
 
-    Other modules put tables of their own on the shared `SQLModel.metadata` (the sandbox
-    gateway's ledger stands in for an external system and creates its table itself), so the
-    migrations neither create nor compare those.
+    A table another module puts on the shared `SQLModel.metadata` is not the migrations' to
+    create or compare (the payment gateway keeps its tables on a metadata of its own).
     """
     tables: dict[str, Table] = {}
     for value in vars(models).values():

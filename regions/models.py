@@ -101,6 +101,23 @@ class Capture(SQLModel, table=True):
     created_at: datetime = _timestamp()
 
 
+class OrderRequest(SQLModel, table=True):
+    """An `Idempotency-Key` an order was accepted under, kept in the order's home region.
+
+    Temporal forgets a saga once its namespace's retention has passed; this row does not, so a
+    key used again after that answers with the first order instead of starting a second saga
+    whose steps would all find their idempotency keys already spent.
+    """
+
+    __tablename__ = "order_request"
+
+    order_id: str = Field(primary_key=True, max_length=200)
+    request_sha256: str = Field(max_length=64)
+    # Set once Temporal has taken the start: a row without it may never have started a saga.
+    started: bool = False
+    created_at: datetime = _timestamp()
+
+
 class OutboxEvent(SQLModel, table=True):
     """Facts this region publishes, written in the same transaction as the change they describe.
 
@@ -185,9 +202,20 @@ class AggregateProgress(SQLModel, table=True):
 
 
 class InboxEvent(SQLModel, table=True):
-    """An event received but not applied yet: held for its predecessor, or failing."""
+    """An event received but not applied yet: held for its predecessor, or failing
+    (`last_error`). The sweep drains it (regions/replication.py)."""
 
     __tablename__ = "inbox_event"
+    # The sweep and the lag read a source's waiting events aggregate by aggregate, in order.
+    __table_args__ = (
+        Index(
+            "ix_inbox_event_source_aggregate",
+            "source_region",
+            "aggregate_type",
+            "aggregate_id",
+            "sequence",
+        ),
+    )
 
     event_id: str = Field(primary_key=True, max_length=36)
     source_region: str = Field(max_length=32)
@@ -198,6 +226,8 @@ class InboxEvent(SQLModel, table=True):
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_type=Text)
     received_at: datetime = _timestamp()
+    # When the source wrote it: lag counts from there (None: received before revision 0004).
+    created_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class DeadLetter(SQLModel, table=True):

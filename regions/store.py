@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +17,30 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine
 
 from geosaga.settings import Settings
-from regions import migrate
+from regions import clock, migrate
 from regions.catalog import regions
 from regions.models import ClockState  # importing it registers every table on the metadata
+from regions.unavailable import StoreUnavailable, store_failure, unavailable
 
 _READ_ONLY = "geosaga_read_only"
+# How long a request may wait on a store by default: to connect, and for the write lock.
+TIMEOUT_SECONDS = 30.0
 
 
 class Store:
     """Owns the engine of one region's database."""
 
-    def __init__(self, region: str, url: str) -> None:
+    def __init__(self, region: str, url: str, *, timeout_seconds: float = TIMEOUT_SECONDS) -> None:
         self.region = region
         self.url = url
-        self.engine = _create_engine(url)
+        self.timeout_seconds = timeout_seconds
+        self.engine = _create_engine(url, timeout_seconds)
         self._reader = self.engine.execution_options(**{_READ_ONLY: True})
         # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
         # steps of up to 100 ms before it looks again. Writers in this process queue on a
         # mutex instead and start the moment the lock is free (BENCHMARKS.md: activities ran
         # 4x faster under load). Other processes still meet the busy timeout.
-        self._writer = threading.RLock() if self.is_sqlite else nullcontext()
+        self._writer = threading.RLock() if self.is_sqlite else None
         # Counts this process's committed writes, so a relay reading the outbox wakes when
         # one lands instead of polling (writes from other processes are found by polling).
         self._written = threading.Condition()
@@ -51,18 +56,29 @@ class Store:
         migrate.upgrade(self.engine)
         # The clock row exists before any writer locks it, so concurrent first writes queue.
         # A process opening the store at the same moment may insert it first: that is fine.
-        with suppress(IntegrityError), self.transaction() as session:
+        with suppress(IntegrityError), self._transaction(serialised=False) as session:
             if session.get(ClockState, self.region) is None:
                 session.add(ClockState(region=self.region, wall_ms=0, logical=0))
 
+    def transaction(self) -> AbstractContextManager[Session]:
+        """A write transaction: commits when the block ends, rolls back on error. Writers of a
+        region run one at a time, each reading what the one before committed (SQLite: the
+        write lock, taken at BEGIN; PostgreSQL: the clock's row, locked first). Raises
+        StoreUnavailable when the store cannot be reached or the wait passes the timeout."""
+        return self._transaction(serialised=True)
+
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A write transaction: commits when the block ends, rolls back on error."""
+    def _transaction(self, *, serialised: bool) -> Iterator[Session]:
         with (
-            self._writer,
+            self._unavailable_raised(),
+            self._queued(),
             Session(self.engine, expire_on_commit=False) as session,
             session.begin(),
         ):
+            if serialised and not self.is_sqlite:
+                # SQLite's BEGIN IMMEDIATE has taken the write lock already; PostgreSQL reads
+                # at READ COMMITTED, so a writer queues on the clock's row before it reads.
+                clock.hold(session, self.region)
             yield session
         with self._written:
             self._writes += 1
@@ -81,22 +97,55 @@ class Store:
     @contextmanager
     def reading(self) -> Iterator[Session]:
         """A read transaction that never blocks writers (SQLite readers use the WAL snapshot)."""
-        with Session(self._reader, expire_on_commit=False) as session, session.begin():
+        with (
+            self._unavailable_raised(),
+            Session(self._reader, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
+
+    @contextmanager
+    def _queued(self) -> Iterator[None]:
+        """SQLite: this process's writers queue on the mutex, as long as the busy timeout."""
+        if self._writer is None:
+            yield
+            return
+        if not self._writer.acquire(timeout=self.timeout_seconds):
+            raise StoreUnavailable(
+                self.region, f"still locked by another writer after {self.timeout_seconds:g} s"
+            )
+        try:
+            yield
+        finally:
+            self._writer.release()
+
+    @contextmanager
+    def _unavailable_raised(self) -> Iterator[None]:
+        try:
+            yield
+        except Exception as error:
+            if not store_failure(error):
+                raise
+            raise unavailable(self.region, error) from error
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
 def open_stores(settings: Settings, *, create: bool = True) -> dict[str, Store]:
-    stores = {region.name: Store(region.name, region.database_url) for region in regions(settings)}
+    stores = {
+        region.name: Store(
+            region.name, region.database_url, timeout_seconds=settings.store_timeout_seconds
+        )
+        for region in regions(settings)
+    }
     if create:
         for store in stores.values():
             store.create_schema()
     return stores
 
 
-# How long a SQLite connection waits for another one's lock before it gives up.
+# How long a new SQLite store's switch to WAL keeps trying while other processes make theirs.
 _BUSY_SECONDS = 30
 
 
@@ -105,23 +154,52 @@ def close_stores(stores: Mapping[str, Store]) -> None:
         store.dispose()
 
 
-def _create_engine(url: str) -> Engine:
+def _create_engine(url: str, timeout_seconds: float) -> Engine:
     parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        # A host that drops packets fails within the timeout, not the OS's minutes (a URL's
+        # own connect_timeout wins).
+        connect = (
+            {}
+            if "connect_timeout" in parsed.query
+            else {"connect_timeout": _whole(timeout_seconds)}
+        )
+        engine = create_engine(
+            url, pool_pre_ping=True, pool_timeout=timeout_seconds, connect_args=connect
+        )
+        event.listen(engine, "connect", functools.partial(_postgres_on_connect, timeout_seconds))
+        return engine
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": _BUSY_SECONDS})
-    event.listen(engine, "connect", _sqlite_on_connect)
+    engine = create_engine(
+        url,
+        pool_timeout=timeout_seconds,
+        connect_args={"check_same_thread": False, "timeout": timeout_seconds},
+    )
+    event.listen(engine, "connect", functools.partial(_sqlite_on_connect, timeout_seconds))
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: object) -> None:
+def _whole(seconds: float) -> int:
+    return max(1, round(seconds))
+
+
+def _postgres_on_connect(timeout_seconds: float, dbapi_connection: Any, _record: object) -> None:
+    # A writer queued on the clock's row past the timeout gives up, as SQLite's busy timeout
+    # makes one there (StoreUnavailable). Committed: a rolled-back transaction undoes a SET.
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET lock_timeout = {round(timeout_seconds * 1000)}")
+    dbapi_connection.commit()
+
+
+def _sqlite_on_connect(timeout_seconds: float, dbapi_connection: Any, _record: object) -> None:
     # Hand transaction control to the `begin` hook below; pysqlite's own is too late to lock.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")
+    cursor.execute(f"PRAGMA busy_timeout={round(timeout_seconds * 1000)}")
     _use_wal(cursor)
     for pragma in ("synchronous=NORMAL", "foreign_keys=ON"):
         cursor.execute(f"PRAGMA {pragma}")

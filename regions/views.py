@@ -26,6 +26,7 @@ from regions.events import (
 from regions.models import OrderView, StockView, utcnow
 from regions.money import to_minor
 from regions.outbox import dead_letter, envelope, record_event
+from regions.unavailable import store_failure
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,8 @@ V = TypeVar("V", bound=SQLModel)
 _PUBLISHED = "geosaga_published"
 # Where a batch keeps the views it read up front (and made since), in `Session.info`.
 _LOADED = "geosaga_loaded_views"
+
+_RUNNING = "running"
 
 # Returns True when the event was concurrent with what the region already knew (a conflict).
 Handler = Callable[[Session, Envelope, Event], bool]
@@ -67,13 +70,16 @@ def _apply_local(session: Session) -> None:
             for one in local:
                 apply(session, one)
         return
-    except Exception:
-        pass  # find which: each again, alone
-    for one in local:
+    except Exception as error:
+        if store_failure(error):
+            raise  # not the events' fault: the write fails whole, and nothing is kept
+    for one in local:  # find which: each again, alone
         try:
             with session.begin_nested():
                 apply(session, one)
         except Exception as error:
+            if store_failure(error):
+                raise
             log.exception("%s %s not applied to its region's views", one.event_type, one.event_id)
             session.add(dead_letter(one, 1, f"{type(error).__name__}: {error}"))
 
@@ -127,7 +133,7 @@ def _order(session: Session, envelope: Envelope, event: Event) -> bool:
         session,
         OrderView,
         event.order_id,
-        lambda: OrderView(order_id=event.order_id, status="running", status_hlc=""),
+        lambda: OrderView(order_id=event.order_id, status=_RUNNING, status_hlc=""),
     )
     known = json.loads(view.version_vector)
     incoming = envelope.version_vector or {}
@@ -142,10 +148,12 @@ def _order(session: Session, envelope: Envelope, event: Event) -> bool:
         view.total_minor, view.currency = to_minor(event.amount), event.currency
     else:
         regions.add(event.region)
-    # The status has several writers (every region the order touches): the latest write, by
-    # hybrid logical clock, wins; an ended order's outcome is written after all its steps.
-    if envelope.hlc > view.status_hlc:
-        view.status = event.status if isinstance(event, OrderEnded) else "running"
+    # The status has several writers (every region the order touches). An order only moves
+    # forward, so its outcome beats every step's event whatever their clocks say (a step's
+    # region may run ahead of the home region's clock); among equals the later clock wins.
+    ended = isinstance(event, OrderEnded)
+    if (ended, envelope.hlc) > (view.status != _RUNNING, view.status_hlc):
+        view.status = event.status if isinstance(event, OrderEnded) else _RUNNING
         view.reason = event.reason if isinstance(event, OrderEnded) else None
         view.status_hlc = envelope.hlc
     view.regions = json.dumps(sorted(regions))

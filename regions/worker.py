@@ -1,8 +1,8 @@
 """The worker entry point: pins a process to one region.
 
-A region's process polls `region.<name>` for that region's activities (bound to its own store
-and gateway) and the relays into the region, and the shared `orders` queue for the sagas, which
-hold no region state.
+A region's process polls `region.<name>` for that region's activities (bound to its own store,
+and calling the payment gateway over HTTP) and the relays into the region, and the shared
+`orders` queue for the sagas, which hold no region state.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -23,17 +24,18 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.faults import FaultInjector
 from activities.gateway import PaymentGateway
+from activities.gateway_client import HttpGateway
 from activities.noop import noop
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.replication import ReplicationActivities
-from activities.sandbox_gateway import SandboxGateway
 from activities.stock import StockActivities
 from geosaga.saga_metrics import SagaMetrics
 from geosaga.settings import Settings
 from geosaga.temporal import connect, ensure_search_attributes
 from regions.sandbox import ContextFreeSandboxRunner, compile_workflow_modules, is_context_free
 from regions.store import Store
+from regions.unavailable import StoreUnavailable, store_failure
 from workflows.floor import Floor
 from workflows.order_saga import OrderSaga
 from workflows.relay import Relay
@@ -51,14 +53,19 @@ def activity_worker(
     store: Store,
     executor: Executor,
     *,
-    gateway: PaymentGateway | None = None,
+    gateway: PaymentGateway,
 ) -> Worker:
-    """The region's activities, bound to its store and gateway, on `region.<name>` only, and
-    the relays into the region, which apply their batches here as local activities."""
+    """The region's activities, bound to its store and the payment gateway, on
+    `region.<name>` only, and the relays into the region, which apply their batches here as
+    local activities."""
     stock = StockActivities(store)
-    payments = PaymentActivities(store, gateway or SandboxGateway(store))
+    payments = PaymentActivities(store, gateway)
     orders = OrderActivities(store)
-    replication = ReplicationActivities(store, max_attempts=settings.replication_max_attempts)
+    replication = ReplicationActivities(
+        store,
+        max_attempts=settings.replication_max_attempts,
+        hold_seconds=settings.replication_hold_seconds,
+    )
     faults = settings.faults.get(store.region)
     options: dict[str, Any] = {}
     if settings.worker_tuning:
@@ -66,7 +73,7 @@ def activity_worker(
     return Worker(
         client,
         task_queue=settings.task_queue(store.region),
-        interceptors=[FaultInjector(faults)] if faults else [],
+        interceptors=[FaultInjector(faults, random.Random(faults.seed))] if faults else [],
         activities=[*stock.all(), *payments.all(), *orders.all(), *replication.all(), noop],
         workflows=[Relay],
         activity_executor=executor,
@@ -177,22 +184,55 @@ async def _connect_when_up(settings: Settings, stop: asyncio.Event) -> Client | 
     return None
 
 
+async def _store_when_up(store: Store, stop: asyncio.Event) -> bool:
+    """Migrates the region's store, waiting out a database that is down or unreachable (as a
+    worker restarted during an outage must); False if stopped first."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(store.create_schema)
+            return True
+        except Exception as error:
+            if not isinstance(error, StoreUnavailable) and not store_failure(error):
+                raise
+            log.warning("the %s store is not reachable (%s); retrying", store.region, error)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, 10.0)
+    return False
+
+
 async def run_region(settings: Settings, region: str, stop: asyncio.Event) -> None:
     """Runs one region's workers until `stop` is set."""
     if region not in settings.regions:
         raise ValueError(f"unknown region {region!r}; known: {', '.join(settings.regions)}")
+    # First: production without a gateway key refuses to start (ConfigurationError).
+    gateway = HttpGateway.from_settings(settings)
+    try:
+        await _serve_region(settings, region, gateway, stop)
+    finally:
+        gateway.close()
+
+
+async def _serve_region(
+    settings: Settings, region: str, gateway: PaymentGateway, stop: asyncio.Event
+) -> None:
     client = await _connect_when_up(settings, stop)
     if client is None:
         return
     await ensure_search_attributes(client)
-    store = Store(region, settings.database_url(region))
-    store.create_schema()
+    store = Store(
+        region, settings.database_url(region), timeout_seconds=settings.store_timeout_seconds
+    )
+    if not await _store_when_up(store, stop):
+        store.dispose()
+        return
     if settings.replication:
         await start_relays(client, settings, region)
     try:
         with ThreadPoolExecutor(ACTIVITY_THREADS, thread_name_prefix=region) as executor:
             workers = [
-                activity_worker(client, settings, store, executor),
+                activity_worker(client, settings, store, executor, gateway=gateway),
                 workflow_worker(client, settings),
             ]
             await run_workers(workers, stop)

@@ -14,6 +14,7 @@ from types import TracebackType
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.gateway_client import HttpGateway
 from geosaga.settings import Settings
 from regions.store import Store
 from regions.worker import ACTIVITY_THREADS, activity_worker, start_relays, workflow_worker
@@ -33,7 +34,10 @@ class Cluster:
         self.settings = settings
         self.stores = stores
         self._executor = ThreadPoolExecutor(ACTIVITY_THREADS)
+        # One pooled client for every region, as in a worker process (settings.gateway_url).
+        self.gateway = HttpGateway.from_settings(settings)
         self._running: dict[str, tuple[Worker, asyncio.Task[None]]] = {}
+        self._max_cached_workflows = max_cached_workflows
         self._workflows = workflow_worker(
             client, settings, max_cached_workflows=max_cached_workflows
         )
@@ -68,12 +72,28 @@ class Cluster:
         if self._workflows_task is not None:
             await self._workflows_task
         await asyncio.to_thread(self._executor.shutdown)
+        self.gateway.close()
 
     def start(self, region: str) -> None:
-        worker = activity_worker(self.client, self.settings, self.stores[region], self._executor)
+        worker = activity_worker(
+            self.client, self.settings, self.stores[region], self._executor, gateway=self.gateway
+        )
         self._running[region] = (worker, asyncio.create_task(worker.run()))
 
     async def stop(self, region: str) -> None:
         worker, task = self._running.pop(region)
         await worker.shutdown()
         await task
+
+    async def stop_workflows(self) -> None:
+        """No saga makes progress until `start_workflows`: what happens meanwhile (timeouts,
+        updates) reaches each saga in one workflow task."""
+        await self._workflows.shutdown()
+        if self._workflows_task is not None:
+            await self._workflows_task
+
+    def start_workflows(self) -> None:
+        self._workflows = workflow_worker(
+            self.client, self.settings, max_cached_workflows=self._max_cached_workflows
+        )
+        self._workflows_task = asyncio.create_task(self._workflows.run())

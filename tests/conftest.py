@@ -1,5 +1,6 @@
-"""Fixtures: a real Temporal dev server for the session, real region stores on SQLite and
-PostgreSQL, in-process region workers on fresh task queues, and the real API over httpx."""
+"""Fixtures: a real Temporal dev server and a real payment gateway process for the session,
+real region stores on SQLite and PostgreSQL, in-process region workers on fresh task queues,
+and the real API over httpx."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from geosaga.settings import Settings
 from geosaga.temporal import connect
 from regions.store import Store, close_stores, open_stores
 from tests.cluster import Cluster
+from tests.gateway_server import GatewayServer, gateway_process
 from tests.helpers import TEST_API_KEY, auth_headers
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -127,6 +129,14 @@ def codec_api(
 
 
 @pytest.fixture(scope="session")
+def gateway_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+    """`geosaga gateway` as a process on a free port, with a SQLite file of its own: the
+    payment gateway every test's workers call (settings.gateway_url)."""
+    with gateway_process(tmp_path_factory.mktemp("gateway")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def artifacts() -> Path:
     """Where tests leave files for people to look at (screenshots); CI can keep the folder."""
     default = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -176,6 +186,7 @@ def database_template(backend: str, tmp_path: Path, postgres_database: str, pref
 @pytest.fixture
 def settings(
     temporal_server: DevServer,
+    gateway_server: GatewayServer,
     backend: str,
     tmp_path: Path,
     request: pytest.FixtureRequest,
@@ -197,6 +208,8 @@ def settings(
         # Batching pays under load; the tests wait for convergence instead.
         replication_linger_seconds=0.1,
         api_keys=(SecretStr(TEST_API_KEY),),
+        gateway_url=gateway_server.url,
+        gateway_api_key=SecretStr(gateway_server.key),
     )
     if backend == "sqlite":
         for region in settings.regions:

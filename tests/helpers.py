@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from temporalio.client import Client
 
 from geosaga.security import api_keys
 from geosaga.settings import Settings
+from regions import clock
 from regions.inventory import set_on_hand
 from regions.models import Authorisation, AuthorisationStatus, Capture, Stock
 from regions.money import to_minor
@@ -137,3 +139,13 @@ def assert_invariants(
             ).all()
         assert open_authorisations == [], [a.key for a in open_authorisations]
     assert captured == expected_captured
+
+
+@contextmanager
+def writers_held(store: Store) -> Iterator[None]:
+    """Holds the region's writers until the block ends, as a writer in another process would
+    (PostgreSQL: the clock's row, which every write transaction locks first; SQLite: the
+    database's write lock)."""
+    with store.transaction() as session:
+        clock.hold(session, store.region)
+        yield

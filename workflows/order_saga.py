@@ -67,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
 R = TypeVar("R", bound=BaseModel)
 
 _CANCELLED = "cancelled before payment was captured"
+_VOID = "void"
 
 # Changes to released code paths, each behind workflow.patched so older histories replay.
 # Every saga ends by publishing its outcome from the home region.
@@ -78,6 +79,12 @@ PATCH_OPERATOR_ACTIONS = "operator-actions"
 PATCH_AUTHORISE_ALONGSIDE = "authorise-alongside-allocation"
 # The home region's replicated stock view keeps regions with none of the SKUs out of planning.
 PATCH_STOCK_VIEW = "stock-view-planning"
+# A step's failure that lands with an accepted cancel compensates as the cancel, instead of
+# failing the workflow with nothing undone (a stock check timing out as the cancel came in).
+PATCH_CANCEL_WINS = "cancel-wins-over-step-failure"
+# An operator's resolve finishes only payment holds (released in the gateway's console); a
+# stuck stock release has no console, so it keeps retrying instead of holding units for good.
+PATCH_RESOLVE_HOLDS_ONLY = "resolve-holds-only"
 
 # Forward steps after the pivot and every compensation retry until they succeed.
 _FOREVER = 0
@@ -125,6 +132,8 @@ class OrderSaga:
         self._retry_round = 0
         # False while replaying a compensation that began before operators could act on it.
         self._answers_operators = False
+        # False while replaying a saga from before a resolve left stock releases alone.
+        self._resolves_holds_only = False
 
     @workflow.run
     async def run(self, order: OrderInput) -> SagaState:
@@ -137,7 +146,7 @@ class OrderSaga:
         except (Exception, asyncio.CancelledError) as error:
             if isinstance(error, SagaAborted):
                 return await self._abort(error.reason, error.message)
-            if not is_cancellation(error):
+            if not is_cancellation(error) and not self._cancel_wins():
                 raise
             # A cancel that lands after the pivot is ignored: the saga only moves forward now.
             if not self._pivot_reached:
@@ -182,6 +191,14 @@ class OrderSaga:
         if self._state.reason != Reason.CANCELLED:
             self._refuse_cancel_if_too_late()
 
+    def _cancel_wins(self) -> bool:
+        """An accepted cancel decides how a step's failure before the pivot ends the saga."""
+        return (
+            self._cancel_requested
+            and not self._pivot_reached
+            and workflow.patched(PATCH_CANCEL_WINS)
+        )
+
     def _refuse_cancel_if_too_late(self) -> None:
         if self._pivot_reached:
             raise ApplicationError(
@@ -211,7 +228,7 @@ class OrderSaga:
     @workflow.update(name="resolve")
     def resolve(self, request: ResolveRequest) -> OperatorResult:
         """Records that an operator undid the stuck compensations by hand; the saga moves on."""
-        stuck = self._stuck()
+        stuck = self._resolvable()
         resolution = Resolution(
             resolved_by=request.resolved_by,
             note=request.note,
@@ -230,9 +247,23 @@ class OrderSaga:
     @resolve.validator
     def _validate_resolve(self, request: ResolveRequest) -> None:
         self._require_stuck()
+        if not self._resolvable():
+            stuck = ", ".join(f"{c.name} in {c.region}" for c in self._stuck())
+            raise ApplicationError(
+                f"only a payment hold can be released by hand; {stuck} keeps retrying until "
+                "its region answers (retry it now with compensations/retry)",
+                type="NothingStuck",
+            )
 
     def _stuck(self) -> list[StepRecord]:
         return [c for c in self._state.compensations if c.status == StepStatus.RETRYING]
+
+    def _resolvable(self) -> list[StepRecord]:
+        """The stuck compensations a person can finish by hand: voids of payment holds."""
+        stuck = self._stuck()
+        if not self._resolves_holds_only:
+            return stuck
+        return [c for c in stuck if c.name == _VOID]
 
     def _require_stuck(self) -> None:
         if not self._stuck() or not self._answers_operators:
@@ -571,7 +602,7 @@ class OrderSaga:
     async def _void(self) -> None:
         home, order = self._order.home_region, self._order
         await self._compensate(
-            "void",
+            _VOID,
             home,
             f"{order.total} {order.currency}",
             partial(
@@ -594,6 +625,8 @@ class OrderSaga:
         record = self._begin(self._state.compensations, name, region, detail)
         answers_operators = workflow.patched(PATCH_OPERATOR_ACTIONS)
         self._answers_operators = answers_operators
+        if answers_operators:
+            self._resolves_holds_only = workflow.patched(PATCH_RESOLVE_HOLDS_ONLY)
         rounds_failed = 0
         while True:
             try:

@@ -6,7 +6,8 @@ in the same workflow task that learns of the batch. That is two Temporal tasks a
 of four (BENCHMARKS.md, row 22). If either region is down, the read waits in the source's queue
 or the relay's own tasks wait in the destination's, so a partition only delays this one pair;
 the other pairs keep flowing. The cursor lives in the workflow and survives continue-as-new;
-the destination skips whatever it has already applied.
+the destination skips whatever it has already applied. When a read finds nothing new, the
+relay sweeps the destination's inbox of the source's events (regions/replication.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         CursorRequest,
         OutboxBatch,
         ReadOutbox,
+        SweepInbox,
     )
     from workflows.relay_contract import RELAY_WORKFLOW, RelayInput
 
@@ -33,6 +35,10 @@ T = TypeVar("T")
 # Relays started before row 22 run on the shared workflow queue and apply with an activity on
 # the destination's; their histories replay on that path, and new runs move.
 PATCH_RUN_AT_DESTINATION = "relay-runs-at-destination"
+# A quiet source's relay sweeps the destination's inbox, so what waits there (its turn come
+# after a relay restarted past it, a clock that closed in, a predecessor that never came) is
+# not left until the source writes again. Earlier histories never swept.
+PATCH_SWEEP_WHEN_QUIET = "relay-sweeps-when-quiet"
 # Keeps each run's history short; continue-as-new carries the cursor on.
 _BATCHES_PER_RUN = 200
 _RETRY_FOREVER = RetryPolicy(
@@ -85,6 +91,16 @@ class Relay:
                 summary=f"read {relay.source}'s outbox after {self._cursor}",
             )
             if not batch.events:
+                if workflow.patched(PATCH_SWEEP_WHEN_QUIET):
+                    await self._at_destination(
+                        local,
+                        ActivityName.SWEEP_INBOX,
+                        SweepInbox(source_region=relay.source),
+                        relay.destination_queue,
+                        AppliedEvents,
+                        timedelta(seconds=60),
+                        f"sweep {relay.destination}'s inbox of {relay.source}'s events",
+                    )
                 continue
             first, last = batch.events[0].outbox_id, batch.events[-1].outbox_id
             await self._at_destination(

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
 from api import sagas
-from api.errors import BAD_INPUT, JSON_BODY, TEMPORAL_ERRORS, invalid, require_json
+from api.errors import BAD_INPUT, JSON_BODY, STORE_ERRORS, TEMPORAL_ERRORS, invalid, require_json
 from api.routes.orders import IdempotencyKey, accepted
 from api.schemas import ID_PATTERN, ErrorBody, OrderAccepted, Strict
 from api.services import Services, ServicesDep
@@ -16,7 +16,7 @@ from regions import carts
 from regions.catalog import PRODUCTS_BY_SKU
 from regions.store import Store
 
-router = APIRouter(prefix="/carts", tags=["carts"], responses=BAD_INPUT)
+router = APIRouter(prefix="/carts", tags=["carts"], responses={**BAD_INPUT, **STORE_ERRORS})
 
 Customer = Annotated[str, Path(pattern=ID_PATTERN, description="The customer's id")]
 Sku = Annotated[str, Path(min_length=1, max_length=64)]
@@ -119,7 +119,13 @@ async def checkout(
     store = _store(services, region)
     try:
         saga_status, started = await sagas.checkout(
-            services.client, services.settings, store, customer, idempotency_key, body.payment_token
+            services.client,
+            services.settings,
+            services.stores,
+            store.region,
+            customer,
+            idempotency_key,
+            body.payment_token,
         )
     except sagas.IdempotencyConflict as conflict:
         raise HTTPException(409, str(conflict)) from None

@@ -53,7 +53,7 @@ async def submit_order(
     sagas.validate(services.settings, order)
     try:
         saga_status, started = await sagas.submit(
-            services.client, services.settings, idempotency_key, order
+            services.client, services.settings, services.stores, idempotency_key, order
         )
     except sagas.IdempotencyConflict as conflict:
         raise HTTPException(409, str(conflict)) from None
@@ -168,6 +168,8 @@ async def _act(services: Services, order_id: str, action: Awaitable[str]) -> Act
         raise HTTPException(404, f"no order {order_id!r}") from None
     except operations.Refused as refused:
         raise HTTPException(409, str(refused)) from None
+    except operations.NotAnswered as late:
+        raise HTTPException(503, str(late), headers={"Retry-After": "5"}) from None
     return ActionAccepted(
         order_id=order_id,
         accepted=True,

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import BAD_INPUT, JSON_BODY, require_json
+from api.errors import BAD_INPUT, JSON_BODY, STORE_ERRORS, require_json
 from api.schemas import ErrorBody, RegionOut, StockOut, StockUpdate
 from api.services import ServicesDep, StoreDep
 from regions import inventory
@@ -23,7 +23,7 @@ async def list_regions(services: ServicesDep) -> list[RegionOut]:
 @router.get(
     "/{region}/stock",
     response_model=list[StockOut],
-    responses={404: {"model": ErrorBody}, **BAD_INPUT},
+    responses={404: {"model": ErrorBody}, **BAD_INPUT, **STORE_ERRORS},
 )
 async def region_stock(store: StoreDep) -> list[StockOut]:
     """Stock of every catalog SKU in one region."""
@@ -34,7 +34,13 @@ async def region_stock(store: StoreDep) -> list[StockOut]:
 @router.put(
     "/{region}/stock/{sku}",
     response_model=StockOut,
-    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}, **BAD_INPUT, **JSON_BODY},
+    responses={
+        404: {"model": ErrorBody},
+        409: {"model": ErrorBody},
+        **BAD_INPUT,
+        **JSON_BODY,
+        **STORE_ERRORS,
+    },
     dependencies=[Depends(require_json)],
 )
 async def set_stock(sku: str, update: StockUpdate, store: StoreDep) -> StockOut:

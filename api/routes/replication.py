@@ -10,6 +10,7 @@ from api.errors import BAD_INPUT
 from api.schemas import ErrorBody
 from api.services import ServicesDep, StoreDep
 from regions import replication
+from regions.unavailable import StoreUnavailable
 
 router = APIRouter(prefix="/regions", tags=["replication"], responses=BAD_INPUT)
 
@@ -25,6 +26,9 @@ class SourceStatus(BaseModel):
     conflicts_detected: int
     conflicts_resolved: int
     dead_lettered: int
+    undelivered_events: int
+    held_events: int
+    failing_events: int
 
 
 class ReplicationStatus(BaseModel):
@@ -85,6 +89,8 @@ async def redrive(event_id: str, store: StoreDep) -> Redriven:
     """Applies a dead-lettered event again, once its cause is fixed; 409 if it still fails."""
     try:
         found = await run_in_threadpool(replication.redrive, store, event_id)
+    except StoreUnavailable:
+        raise  # the store's trouble, not the event's: a 503
     except Exception as failure:
         raise HTTPException(409, f"still cannot apply it: {failure}") from None
     if not found:

@@ -1,5 +1,6 @@
 """A stack to break on purpose: its own Temporal dev server, region workers as processes that
-can be killed with SIGKILL, the API in this process, and region stores on SQLite files."""
+can be killed with SIGKILL, the API in this process, region stores on SQLite files, and a
+payment gateway process of its own."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from temporalio.client import Client
 
 from geosaga.devserver import DevServer, free_port, wait_for_port, wait_until_serving
 from geosaga.settings import Settings
+from tests.gateway_server import TEST_GATEWAY_KEY, gateway_process
 
 
 @dataclass
@@ -31,6 +34,8 @@ class ChaosStack:
     settings: Settings = field(init=False)
     _temporal: subprocess.Popen[bytes] | None = None
     _workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _gateway: ExitStack = field(default_factory=ExitStack)
+    gateway_port: int = field(default_factory=free_port)
 
     def __post_init__(self) -> None:
         self.server = DevServer(
@@ -52,6 +57,8 @@ class ChaosStack:
             compensation_attention_after_seconds=5.0,
             compensation_max_backoff_seconds=2.0,
             payment_timeout_seconds=8.0,
+            gateway_url=f"http://127.0.0.1:{self.gateway_port}",
+            gateway_api_key=TEST_GATEWAY_KEY,
         )
 
     def env(self) -> dict[str, str]:
@@ -64,6 +71,10 @@ class ChaosStack:
             "GEOSAGA_DATA_DIR": str(s.data_dir),
             "GEOSAGA_DATABASE_URL_TEMPLATE": s.database_url_template,
             "GEOSAGA_REPLICATION": "false",
+            "GEOSAGA_GATEWAY_URL": s.gateway_url,
+            "GEOSAGA_GATEWAY_API_KEY": TEST_GATEWAY_KEY,
+            # Within the 3 s activity timeout, so a call never outlives its attempt.
+            "GEOSAGA_GATEWAY_TIMEOUT_SECONDS": "2",
         }
         if self.faults:
             env["GEOSAGA_FAULTS"] = json.dumps(self.faults)
@@ -83,14 +94,21 @@ class ChaosStack:
         self._temporal.send_signal(signal.SIGKILL)
         self._temporal.wait()
 
-    def start_worker(self, region: str) -> None:
+    def start_worker(self, region: str, *, database_urls: Mapping[str, str] | None = None) -> None:
+        env = self.env()
+        if database_urls:
+            env["GEOSAGA_DATABASE_URLS"] = json.dumps(dict(database_urls))
         with (self.folder / f"worker-{region}.log").open("ab") as log:
             self._workers[region] = subprocess.Popen(
                 [sys.executable, "-m", "geosaga", "worker", "--region", region],
-                env=self.env(),
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    def worker_running(self, region: str) -> bool:
+        process = self._workers.get(region)
+        return process is not None and process.poll() is None
 
     def kill_worker(self, region: str) -> None:
         process = self._workers.pop(region)
@@ -98,6 +116,10 @@ class ChaosStack:
         process.wait()
 
     async def start(self) -> None:
+        await asyncio.to_thread(
+            self._gateway.enter_context,
+            gateway_process(self.folder, port=self.gateway_port),
+        )
         await self.start_temporal()
         for region in self.settings.regions:
             self.start_worker(region)
@@ -141,3 +163,4 @@ class ChaosStack:
         if self._temporal is not None and self._temporal.poll() is None:
             self._temporal.terminate()
             self._temporal.wait(timeout=30)
+        await asyncio.to_thread(self._gateway.close)

@@ -1,139 +1,25 @@
-"""Breaking things on purpose, under load: every scenario ends with the invariant checker.
-
-Each test runs its own Temporal dev server and region worker processes, so it can SIGKILL
-them. The numbers each leaves in test-artifacts/reliability/ are RELIABILITY.md's table.
+"""Regressions found by breaking things on purpose, each on a stack of its own (Temporal,
+region workers as processes, a gateway). The faults under load are `geosaga torture`'s now
+(tests/torture/, RELIABILITY.md); these are the cases a schedule seldom lands exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 from sqlmodel import select
 
+from geosaga.devserver import free_port
+from geosaga.torture.proxy import Proxies
 from regions.models import Capture
 from tests.chaos.conftest import Chaos, record
 from tests.helpers import new_key, order, outcome
 
 pytestmark = pytest.mark.chaos
-
-ALL_FAULTS = {
-    "latency_rate": 0.3,
-    "latency_seconds": 0.3,
-    "error_rate": 0.1,
-    "lost_reply_rate": 0.1,
-    "timeout_rate": 0.05,
-    "timeout_seconds": 4.0,
-}
-
-
-async def test_region_workers_killed_mid_saga_and_restarted(chaos: Chaos, artifacts: Path) -> None:
-    loading = asyncio.create_task(chaos.load(orders=80, concurrency=4, pace=0.2))
-    killed = []
-    for region in ("us-east", "eu-west", "us-east", "ap-south"):
-        await asyncio.sleep(0.8)
-        chaos.stack.kill_worker(region)
-        killed.append(region)
-        await asyncio.sleep(0.5)
-        chaos.stack.start_worker(region)
-        await chaos.stack.wait_for_workers()
-    load = await loading
-
-    ended = await chaos.settle(load)
-    report = await chaos.verify(load)
-
-    assert len(load.accepted) == load.submitted
-    assert sum(ended.values()) == len(load.accepted)
-    record(
-        artifacts,
-        "worker-kill",
-        load=f"{load.submitted} orders, 4 at a time over ~4 s",
-        faults=f"SIGKILL of a region worker {len(killed)} times ({', '.join(killed)}), restarted",
-        accepted=len(load.accepted),
-        refused=load.refused,
-        ended=ended,
-        violations=len(report.violations),
-    )
-
-
-async def test_temporal_killed_and_restarted_on_its_database(chaos: Chaos, artifacts: Path) -> None:
-    loading = asyncio.create_task(chaos.load(orders=80, concurrency=4, pace=0.2))
-    await asyncio.sleep(1.5)
-    chaos.stack.kill_temporal()
-    await asyncio.sleep(1.0)
-    await chaos.stack.start_temporal()
-    load = await loading
-
-    ended = await chaos.settle(load)
-    report = await chaos.verify(load)
-
-    # A submission during the outage waits for Temporal (the client retries) or, if it gives
-    # up, is refused with 503; none is accepted and then lost.
-    assert set(load.refused) <= {503}
-    assert sum(ended.values()) == len(load.accepted)
-    record(
-        artifacts,
-        "temporal-kill",
-        load=f"{load.submitted} orders, 4 at a time over ~4 s",
-        faults="SIGKILL of the Temporal dev server, restarted on the same database file",
-        accepted=len(load.accepted),
-        refused=load.refused,
-        ended=ended,
-        violations=len(report.violations),
-    )
-
-
-@pytest.mark.parametrize(
-    "chaos", [{region: ALL_FAULTS for region in ("us-east", "eu-west", "ap-south")}], indirect=True
-)
-async def test_latency_timeouts_and_database_errors_in_every_region(
-    chaos: Chaos, artifacts: Path
-) -> None:
-    load = await chaos.load(orders=40, concurrency=8)
-
-    ended = await chaos.settle(load)
-    report = await chaos.verify(load)
-
-    assert len(load.accepted) == load.submitted
-    record(
-        artifacts,
-        "injected-faults",
-        load=f"{load.submitted} orders, 8 at a time",
-        faults="per activity attempt in every region: 30% +0.3 s latency, 10% transient DB "
-        "error, 10% lost reply after commit, 5% stall past the 3 s timeout",
-        accepted=len(load.accepted),
-        refused=load.refused,
-        ended=ended,
-        violations=len(report.violations),
-    )
-
-
-async def test_a_region_cut_off_longer_than_the_allocation_timeout(
-    chaos: Chaos, artifacts: Path
-) -> None:
-    chaos.stack.kill_worker("ap-south")
-    load = await chaos.load(orders=30, concurrency=6)
-    # Longer than the allocation timeout (2 s) and the payment timeout (8 s): ap-south's own
-    # orders cannot be paid and compensate; their voids wait for ap-south to come back.
-    await asyncio.sleep(10)
-    chaos.stack.start_worker("ap-south")
-    await chaos.stack.wait_for_workers()
-
-    ended = await chaos.settle(load)
-    report = await chaos.verify(load)
-
-    assert len(load.accepted) == load.submitted
-    record(
-        artifacts,
-        "region-cut-off",
-        load=f"{load.submitted} orders, 6 at a time",
-        faults="ap-south's worker down for ~12 s (allocation timeout 2 s, payment timeout 8 s)",
-        accepted=len(load.accepted),
-        refused=load.refused,
-        ended=ended,
-        violations=len(report.violations),
-    )
 
 
 async def test_a_hundred_concurrent_submissions_with_one_key(chaos: Chaos, artifacts: Path) -> None:
@@ -185,3 +71,34 @@ async def test_a_worker_started_while_temporal_is_down_waits_for_it(chaos: Chaos
 
     assert saga.status == "completed"
     await chaos.verify_orders([saga.order_id])
+
+
+async def test_a_worker_started_while_its_store_is_down_waits_for_it(
+    chaos: Chaos, postgres_database: str
+) -> None:
+    # Found by `geosaga torture` (a PostgreSQL store cut off as its worker restarted): the
+    # worker waited for Temporal but not for its database, and exited with a traceback.
+    schema = f"down{uuid.uuid4().hex[:8]}"
+    engine = create_engine(postgres_database, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    database = postgres_database.rsplit("/", 1)[1]
+    port = free_port()  # nothing listens here yet: the store is unreachable
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}?options=-csearch_path%3D{schema}"
+    chaos.stack.kill_worker("us-east")
+    chaos.stack.start_worker("us-east", database_urls={"us-east": url})
+    log = chaos.stack.folder / "worker-us-east.log"
+    for _ in range(600):
+        if "store is not reachable" in log.read_text():
+            break
+        await asyncio.sleep(0.1)
+    assert chaos.stack.worker_running("us-east"), log.read_text()[-2000:]
+
+    proxies = Proxies()
+    await proxies.add("store-us-east", port, ("127.0.0.1", 5432))
+    try:
+        await chaos.stack.wait_for_workers()
+        assert chaos.stack.worker_running("us-east")
+    finally:
+        await proxies.close()

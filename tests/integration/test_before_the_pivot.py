@@ -3,15 +3,19 @@ cannot finish parks the saga in needs_attention, never silently."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
 
 from geosaga.settings import Settings
 from regions.store import Store
 from tests.cluster import Cluster
 from tests.helpers import assert_invariants, order, outcome, stock, submit, until
-from workflows.contract import Reason, SagaStatus, Stage, StepStatus
+from workflows.contract import Reason, SagaStatus, Stage, StepStatus, workflow_id
 
 
 @pytest.fixture
@@ -68,3 +72,40 @@ async def test_compensation_waiting_on_a_down_region_needs_attention_then_finish
     assert saga.status == SagaStatus.COMPENSATED
     assert saga.reason == Reason.CANCELLED
     assert_invariants(stores, initial, [saga])
+
+
+async def test_a_cancel_that_lands_with_a_stock_checks_timeout_compensates(
+    api: httpx.AsyncClient, client: Client, stores: dict[str, Store], cluster: Cluster
+) -> None:
+    """The stock check times out and the cancel arrives in the same workflow task: the saga
+    compensates as cancelled (it used to fail, leaving its payment hold to nobody)."""
+    initial = stock(stores, {"us-east": {"SKU-1": 5}})
+    await cluster.stop("us-east")
+    order_id = await submit(api, order("us-east", [("SKU-1", 1)]))
+    await until(client, order_id, lambda s: any(step.name == "check_stock" for step in s.steps))
+    await cluster.stop_workflows()
+    handle = client.get_workflow_handle(workflow_id(order_id))
+    # The check's schedule-to-close timeout passes while no saga runs, and the cancel waits at
+    # the server meanwhile: the next workflow task brings both. (The SDK cannot wait for the
+    # server to hold an update without a worker, so the cancel gets a moment to get there.)
+    await _until_history_has(handle, EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT)
+    cancelling = asyncio.ensure_future(api.post(f"/orders/{order_id}/cancel"))
+    await asyncio.sleep(2)
+    cluster.start_workflows()
+    cancelled = await cancelling
+    cluster.start("us-east")
+    saga = await outcome(client, order_id)
+
+    assert cancelled.status_code == 202, cancelled.text
+    assert saga.status == SagaStatus.COMPENSATED
+    assert saga.reason == Reason.CANCELLED
+    assert_invariants(stores, initial, [saga])
+
+
+async def _until_history_has(handle: WorkflowHandle[Any, Any], kind: EventType.ValueType) -> None:
+    for _ in range(1200):
+        async for event in handle.fetch_history_events():
+            if event.event_type == kind:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{handle.id} never recorded {EventType.Name(kind)}")

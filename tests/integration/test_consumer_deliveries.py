@@ -11,11 +11,12 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 
@@ -159,3 +160,71 @@ def test_any_delivery_converges_to_the_in_order_result(
     replication.apply_batch(store, events, max_attempts=100)
 
     assert state(store) == expected
+
+
+class Poisoned:
+    """The views' handlers, failing every time for the events in `poison`."""
+
+    def __init__(self, handlers: dict[type[Event], views.Handler], poison: set[str]) -> None:
+        self._handlers = handlers
+        self._poison = poison
+
+    def __call__(self, session: Session, envelope: Envelope, event: Event) -> bool:
+        if envelope.event_id in self._poison:
+            raise RuntimeError("a handler that always fails for this event")
+        return self._handlers[type(event)](session, envelope, event)
+
+
+ATTEMPTS = 3
+
+
+@seed(20261205)
+@settings(
+    max_examples=20,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    kinds=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=8),
+    poison=st.sets(st.integers(min_value=0, max_value=7)),
+    cuts=st.sets(st.integers(min_value=1, max_value=7)),
+    backwards=st.booleans(),
+)
+def test_failing_events_are_dead_lettered_and_the_rest_applied_however_they_arrive(
+    fresh_store: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    kinds: list[int],
+    poison: set[int],
+    cuts: set[int],
+    backwards: bool,
+) -> None:
+    """However many fail, in a row or not, in one batch or several, in order or not: each is
+    dead-lettered after its attempts, and the rest end as if delivered once, in order, by a
+    relay that dead-letters at the first failure."""
+    events = stream(kinds)
+    bad = {events[i].event_id for i in poison if i < len(events)}
+    edges = [0, *sorted(c for c in cuts if c < len(events)), len(events)]
+    batches = [events[start:end] for start, end in pairwise(edges)]
+    expected_store, store = fresh_store(), fresh_store()
+
+    with monkeypatch.context() as patched:
+        handler = Poisoned(dict(views.HANDLERS), bad)
+        for kind in list(views.HANDLERS):
+            patched.setitem(views.HANDLERS, kind, handler)
+        replication.apply_batch(expected_store, events, max_attempts=1)
+        for batch in reversed(batches) if backwards else batches:
+            for _ in range(len(events) * ATTEMPTS + 1):  # the relay delivers until it is taken
+                try:
+                    replication.apply_batch(store, batch, max_attempts=ATTEMPTS)
+                    break
+                except replication.ApplyFailed:
+                    pass
+        for _ in range(len(events) * ATTEMPTS):  # the source goes quiet: the relay sweeps
+            if not state(store)["inbox"]:
+                break
+            replication.sweep(store, "ap-south", max_attempts=ATTEMPTS)
+
+    letters = {letter.event_id: letter.attempts for letter in replication.dead_letters(store)}
+    assert letters == dict.fromkeys(bad, ATTEMPTS)
+    assert state(store) == state(expected_store)

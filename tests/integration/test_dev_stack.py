@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from geosaga.devserver import free_port
-from geosaga.security import DEV_API_KEY
+from geosaga.security import DEV_API_KEY, DEV_GATEWAY_KEY
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 CONTRACT_API = "http://127.0.0.1:8000"
@@ -74,6 +74,7 @@ def _alive(pid: int) -> bool:
 @pytest.fixture
 def dev_env(tmp_path: Path) -> dict[str, str]:
     api_port, temporal_port, ui_port = free_port(), free_port(), free_port()
+    gateway_port = free_port()
     return {
         **os.environ,
         "GEOSAGA_DATA_DIR": str(tmp_path / "data"),
@@ -81,6 +82,8 @@ def dev_env(tmp_path: Path) -> dict[str, str]:
         "GEOSAGA_TEMPORAL_UI_URL": f"http://127.0.0.1:{ui_port}",
         "GEOSAGA_API_PORT": str(api_port),
         "GEOSAGA_API_URL": f"http://127.0.0.1:{api_port}",
+        "GEOSAGA_GATEWAY_PORT": str(gateway_port),
+        "GEOSAGA_GATEWAY_URL": f"http://127.0.0.1:{gateway_port}",
     }
 
 
@@ -165,6 +168,17 @@ def assert_secured(stack: Stack, children: list[int]) -> None:
     assert server[flag + 1].decode() == f"{stack.api}/codec"
 
 
+def assert_paid_through_the_gateway(gateway: str, log: Path) -> None:
+    """`geosaga dev` prints the gateway's address, and the orders were paid there: its ledger
+    has the completed order's capture and the out-of-stock order's void."""
+    assert gateway in log.read_text()
+    headers = {"Authorization": f"Bearer {DEV_GATEWAY_KEY}"}
+    entries = httpx.get(f"{gateway}/ledger", headers=headers, timeout=10).json()["entries"]
+    books = {(entry["reference"], entry["kind"]) for entry in entries}
+    assert ("order-demo-completed/authorise/us-east", "captured") in books
+    assert ("order-demo-out-of-stock/authorise/ap-south", "voided") in books
+
+
 def test_readme_walkthrough_on_the_dev_stack(stack: Stack, dev_env: dict[str, str]) -> None:
     commands = walkthrough_commands()
     assert len(commands) >= 8, "the README walkthrough lost its curl blocks"
@@ -202,8 +216,9 @@ def test_readme_walkthrough_on_the_dev_stack(stack: Stack, dev_env: dict[str, st
     assert {"demo-declined", "demo-out-of-stock", "demo-cancel"} <= {o["order_id"] for o in listed}
 
     children = stack.children()
-    assert len(children) == 5  # temporal, three region workers, the API
+    assert len(children) == 6  # temporal, the gateway, three region workers, the API
     assert_secured(stack, children)
+    assert_paid_through_the_gateway(dev_env["GEOSAGA_GATEWAY_URL"], stack.log)
     assert stack.stop() == 0
     assert [pid for pid in children if _alive(pid)] == []
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import TypeVar
@@ -20,9 +20,11 @@ from activities.contract import (
     StepOutcome,
     StockLine,
 )
+from activities.gateway import GatewayUnavailable
+from activities.gateway_client import HttpGateway
 from activities.payments import PaymentActivities
-from activities.sandbox_gateway import SandboxGateway, SandboxPayment
 from activities.stock import StockActivities
+from geosaga.settings import Settings
 from regions.models import (
     Authorisation,
     AuthorisationStatus,
@@ -31,7 +33,8 @@ from regions.models import (
     Reservation,
 )
 from regions.store import Store
-from tests.helpers import on_hand, stock
+from tests.gateway_server import GatewayServer
+from tests.helpers import new_key, on_hand, stock
 
 T = TypeVar("T")
 
@@ -139,27 +142,46 @@ def authorise(key: str, token: str = "tok_ok") -> AuthorisePayment:
     )
 
 
-def test_a_redelivered_authorisation_calls_the_gateway_once(stores: dict[str, Store]) -> None:
+@pytest.fixture
+def gateway(settings: Settings) -> Iterator[HttpGateway]:
+    """The session's gateway process, as the workers reach it."""
+    client = HttpGateway.from_settings(settings)
+    yield client
+    client.close()
+
+
+def payment_key(name: str) -> str:
+    """A step key of this test's own: the session's gateway outlives every test."""
+    return f"{name}-{new_key()}/authorise/us-east"
+
+
+def test_a_redelivered_authorisation_authorises_once(
+    stores: dict[str, Store], gateway: HttpGateway, gateway_server: GatewayServer
+) -> None:
     store = stores["us-east"]
-    activities = PaymentActivities(store, SandboxGateway(store))
+    activities = PaymentActivities(store, gateway)
+    key = payment_key("again")
 
     outcomes: list[StepOutcome] = [
-        deliver(activities.authorise_payment, authorise("o-1/authorise/us-east")) for _ in range(3)
+        deliver(activities.authorise_payment, authorise(key)) for _ in range(3)
     ]
 
     assert [o.repeated for o in outcomes] == [False, True, True]
     assert len({o.gateway_ref for o in outcomes}) == 1
     with store.reading() as session:
-        [payment] = session.exec(select(SandboxPayment)).all()
         [authorisation] = session.exec(select(Authorisation)).all()
-    assert payment.calls == 1
     assert authorisation.status == AuthorisationStatus.AUTHORISED
+    [held] = gateway_server.authorisations(key)
+    assert (held["id"], held["status"]) == (outcomes[0].gateway_ref, "authorised")
+    assert [e["kind"] for e in gateway_server.ledger(key)] == ["authorised"]
 
 
-def test_a_void_that_overtakes_its_authorisation_voids_it(stores: dict[str, Store]) -> None:
+def test_a_void_that_overtakes_its_authorisation_voids_it(
+    stores: dict[str, Store], gateway: HttpGateway, gateway_server: GatewayServer
+) -> None:
     store = stores["us-east"]
-    activities = PaymentActivities(store, SandboxGateway(store))
-    key = "late/authorise/us-east"
+    activities = PaymentActivities(store, gateway)
+    key = payment_key("late")
 
     voided = deliver(activities.void_payment, AuthorisationKey(key=key, order_id="late"))
     authorised = deliver(activities.authorise_payment, authorise(key))
@@ -167,21 +189,24 @@ def test_a_void_that_overtakes_its_authorisation_voids_it(stores: dict[str, Stor
     assert voided.status == "voided"
     assert authorised.status == "voided"
     with store.reading() as session:
-        payment = session.exec(select(SandboxPayment)).one()
         authorisation = session.get(Authorisation, key)
-    assert payment.status == "voided"
     assert authorisation is not None
     assert authorisation.status == AuthorisationStatus.VOIDED
+    [late] = gateway_server.authorisations(key)
+    assert late["status"] == "voided"
+    assert [e["kind"] for e in gateway_server.ledger(key)] == ["cancelled", "voided"]
 
 
-def test_void_fail_token_keeps_failing_transiently(stores: dict[str, Store]) -> None:
+def test_void_fail_token_keeps_failing_transiently(
+    stores: dict[str, Store], gateway: HttpGateway, gateway_server: GatewayServer
+) -> None:
     store = stores["us-east"]
-    activities = PaymentActivities(store, SandboxGateway(store))
-    key = "stuck/authorise/us-east"
+    activities = PaymentActivities(store, gateway)
+    key = payment_key("stuck")
     deliver(activities.authorise_payment, authorise(key, token="tok_void_fail"))
 
     for _ in range(3):
-        with pytest.raises(Exception, match="cannot be voided"):
+        with pytest.raises(GatewayUnavailable, match="cannot be voided"):
             deliver(activities.void_payment, AuthorisationKey(key=key, order_id="stuck"))
 
     with store.reading() as session:
@@ -189,3 +214,33 @@ def test_void_fail_token_keeps_failing_transiently(stores: dict[str, Store]) -> 
         assert session.get(ProcessedKey, f"void:{key}") is None
     assert authorisation is not None
     assert authorisation.status == AuthorisationStatus.AUTHORISED
+    assert [a["status"] for a in gateway_server.authorisations(key)] == ["authorised"]
+
+
+def test_a_repeated_reservation_says_when_a_release_gave_its_units_back(
+    stores: dict[str, Store],
+) -> None:
+    """A saga rerun from before its compensation asks again: it learns the units are gone."""
+    stock(stores, {"us-east": {"SKU-1": 10}})
+    activities = StockActivities(stores["us-east"])
+    key = "o-rerun/reserve/us-east"
+
+    taken = deliver(activities.reserve_stock, reserve(key))
+    deliver(activities.release_stock, ReservationKey(key=key, order_id="o-1"))
+    again = deliver(activities.reserve_stock, reserve(key))
+
+    assert (taken.status, again.status, again.repeated) == ("held", "released", True)
+    assert on_hand(stores)["us-east"]["SKU-1"] == (10, 0)
+
+
+def test_a_repeated_authorisation_says_when_a_void_released_the_hold(
+    stores: dict[str, Store], gateway: HttpGateway
+) -> None:
+    activities = PaymentActivities(stores["us-east"], gateway)
+    key = payment_key("rerun")
+
+    held = deliver(activities.authorise_payment, authorise(key))
+    deliver(activities.void_payment, AuthorisationKey(key=key, order_id="rerun"))
+    again = deliver(activities.authorise_payment, authorise(key))
+
+    assert (held.status, again.status, again.repeated) == ("authorised", "voided", True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -14,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlmodel import Session, SQLModel, select
 
-from activities.sandbox_gateway import SandboxGateway
+from gateway.models import GatewayModel
 from regions import migrate
 from regions.models import ClockState, Stock
 from regions.store import Store
@@ -135,22 +134,11 @@ def test_a_clock_row_another_process_made_meanwhile_is_kept(
         assert session.exec(select(ClockState)).all() == [clock]
 
 
-def test_workers_of_one_region_create_the_sandbox_ledger_together(region_url: str) -> None:
-    """The sandbox gateway's table is not a migration's: each worker creates it when missing,
-    under the same lock, so a region's workers starting together do not collide."""
-    stores = [Store("us-east", region_url) for _ in range(8)]
-    try:
-        stores[0].create_schema()
-        start = threading.Barrier(len(stores))
+def test_the_gateways_tables_are_not_the_region_stores(store: Store) -> None:
+    """The payment gateway is another system: its tables live on a metadata of their own, so
+    a region store's migrations neither make them nor see them missing."""
+    store.create_schema()
 
-        def open_gateway(store: Store) -> SandboxGateway:
-            start.wait()
-            return SandboxGateway(store)
-
-        with ThreadPoolExecutor(len(stores)) as pool:
-            list(pool.map(open_gateway, stores))
-        assert inspect(stores[0].engine).has_table("sandbox_payment")
-        assert differences(stores[0]) == []
-    finally:
-        for opened in stores:
-            opened.dispose()
+    assert set(GatewayModel.metadata.tables).isdisjoint(SQLModel.metadata.tables)
+    assert set(GatewayModel.metadata.tables).isdisjoint(inspect(store.engine).get_table_names())
+    assert differences(store) == []

@@ -111,6 +111,35 @@ async def test_a_void_that_keeps_failing_needs_attention_until_resolved(
     )
 
 
+async def test_a_stuck_stock_release_cannot_be_resolved_and_finishes_when_its_region_returns(
+    api: httpx.AsyncClient, client: Client, stores: dict[str, Store], cluster: Cluster
+) -> None:
+    """A reservation has no console to release it in by hand: resolving its stuck release
+    would leave the units reserved for good, so the saga refuses and keeps retrying it."""
+    initial = stock(stores, {"us-east": {"SKU-2": 1}, "ap-south": {"SKU-2": 5}})
+    order_id = await submit(api, order("us-east", [("SKU-2", 3)], token="tok_flaky"))
+    await until(client, order_id, lambda s: s.stage == Stage.AUTHORISING)
+    await cluster.stop("ap-south")
+    await api.post(f"/orders/{order_id}/cancel")
+    await until(client, order_id, lambda s: s.status == SagaStatus.NEEDS_ATTENTION)
+
+    refused = await api.post(
+        f"/orders/{order_id}/resolve", json={"resolved_by": "ops", "note": "released by hand"}
+    )
+    cluster.start("ap-south")
+    # What the operator does instead: ask for the next round now, not after its backoff.
+    retried = await api.post(f"/orders/{order_id}/compensations/retry")
+    saga = await outcome(client, order_id)
+
+    assert refused.status_code == 409, refused.text
+    assert retried.status_code == 202, retried.text
+    assert "only a payment hold can be released by hand" in refused.json()["detail"]
+    assert "release in ap-south keeps retrying" in refused.json()["detail"]
+    assert saga.status == SagaStatus.COMPENSATED
+    assert saga.resolutions == []
+    assert_invariants(stores, initial, [saga])
+
+
 async def test_operators_resolve_from_the_command_line(
     api: httpx.AsyncClient, client: Client, cluster: Cluster, settings: Settings
 ) -> None:
@@ -195,9 +224,33 @@ async def test_a_terminated_saga_is_reset_and_finishes_without_double_effects(
     assert [s.region for s in held.steps if s.name == "reserve"] == ["eu-west"]
     assert rerun.status_code == 202, rerun.text
     assert rerun.json()["action"] == "reset"
-    assert saga.status == SagaStatus.COMPLETED
+    assert saga.status == SagaStatus.COMPLETED, (saga.reason, saga.message, saga.steps)
     # The reset run kept the first run's reservation instead of taking a second one.
     assert [s.region for s in saga.steps if s.name == "reserve"] == ["eu-west"]
+    assert_invariants(stores, initial, [saga])
+
+
+async def test_a_saga_terminated_while_compensating_is_rerun_to_the_end(
+    api: httpx.AsyncClient, client: Client, stores: dict[str, Store], cluster: Cluster
+) -> None:
+    """The rerun inherits a release in flight (its region was down): the reset run dispatches
+    it again, or times it out and starts the next round, and the saga finishes compensating."""
+    initial = stock(stores, {"us-east": {"SKU-1": 5}})
+    order_id = await submit(api, order("us-east", [("SKU-1", 1)], token="tok_flaky"))
+    await until(client, order_id, lambda s: s.stage == Stage.AUTHORISING)
+    await cluster.stop("us-east")
+    await api.post(f"/orders/{order_id}/cancel")
+    await until(client, order_id, lambda s: any(c.name == "release" for c in s.compensations))
+    await client.get_workflow_handle(workflow_id(order_id)).terminate("an operator stopped it")
+
+    rerun = await api.post(f"/orders/{order_id}/retry")
+    cluster.start("us-east")
+    saga = await outcome(client, order_id)
+
+    assert rerun.status_code == 202, rerun.text
+    assert rerun.json()["action"] == "reset"
+    assert saga.status == SagaStatus.COMPENSATED
+    assert saga.reason == Reason.CANCELLED
     assert_invariants(stores, initial, [saga])
 
 

@@ -11,19 +11,23 @@ from temporalio import workflow
 
 from geosaga.replay import Source, history_files, read_history, replay
 from workflows.order_saga import PATCH_AUTHORISE_ALONGSIDE, PATCH_RECORD_OUTCOME, OrderSaga
-from workflows.relay import PATCH_RUN_AT_DESTINATION, Relay
+from workflows.relay import PATCH_RUN_AT_DESTINATION, PATCH_SWEEP_WHEN_QUIET, Relay
 
 TESTS = Path(__file__).resolve().parents[1]
 # Sagas recorded before the saga's patches existed; relays recorded on the shared workflow
-# queue, applying with an activity on the destination's, before they moved there.
+# queue, applying with an activity on the destination's, before they moved there (v1) and
+# before they swept when their source went quiet, with empty reads (v2). Relays at their
+# destination cannot be replayed here: the replayer runs on a task queue of its own.
 RECORDED = {
     "saga": (TESTS / "histories" / "v1", OrderSaga),
     "relay": (TESTS / "relay-histories" / "v1", Relay),
+    "quiet relay": (TESTS / "relay-histories" / "v2", Relay),
 }
 PATCHES = [
     ("saga", PATCH_RECORD_OUTCOME),
     ("saga", PATCH_AUTHORISE_ALONGSIDE),
     ("relay", PATCH_RUN_AT_DESTINATION),
+    ("quiet relay", PATCH_SWEEP_WHEN_QUIET),
 ]
 
 

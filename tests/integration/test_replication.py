@@ -6,7 +6,9 @@ import asyncio
 import json
 import os
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -14,13 +16,15 @@ import pytest
 import pytest_asyncio
 from sqlmodel import Session, select
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
 
 from activities.contract import ActivityName
 from geosaga.settings import Settings
 from regions import views
 from regions.events import Envelope, Event, StockLevelChanged
-from regions.models import OrderView, OutboxEvent, StockView
+from regions.hlc import Timestamp, wall_ms
+from regions.models import InboxEvent, OrderView, OutboxEvent, StockView
+from regions.outbox import kept
 from regions.store import Store
 from regions.worker import relays_from
 from tests.cluster import Cluster
@@ -71,6 +75,14 @@ def order_views(store: Store) -> dict[str, tuple[str, str | None, list[str]]]:
 def stock_views(store: Store) -> dict[tuple[str, str], tuple[int, int]]:
     with store.reading() as session:
         return {(v.region, v.sku): (v.on_hand, v.reserved) for v in session.exec(select(StockView))}
+
+
+Level = tuple[int, int] | None
+
+
+def stock_of(region: str, sku: str) -> Callable[[Store], Level]:
+    """One region's stock of one SKU as `store` last heard of it (None: never)."""
+    return lambda store: stock_views(store).get((region, sku))
 
 
 async def test_every_region_sees_every_order_and_stock_level(
@@ -214,6 +226,78 @@ async def test_a_poison_event_is_dead_lettered_by_the_relay_and_redriven_after_a
     assert seen["ap-south"][("us-east", "SKU-8")] == (4, 0)
 
 
+# Stock levels the stock view of the test below cannot take.
+FAILING = {("SKU-9", 7), ("SKU-9", 6)}
+
+
+async def test_failing_events_in_a_row_are_dead_lettered_by_the_relay_and_the_rest_flows(
+    api: httpx.AsyncClient, stores: dict[str, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    working = views.HANDLERS[StockLevelChanged]
+
+    def broken(session: Session, envelope: Envelope, event: Event) -> bool:
+        if isinstance(event, StockLevelChanged) and (event.sku, event.on_hand) in FAILING:
+            raise RuntimeError(f"the stock view cannot take {event.sku} at {event.on_hand}")
+        return working(session, envelope, event)
+
+    handlers: dict[type[Event], views.Handler] = views.HANDLERS
+    stock_event: type[Event] = StockLevelChanged
+    monkeypatch.setitem(handlers, stock_event, broken)
+    for on_hand in (7, 6, 5):
+        stock(stores, {"us-east": {"SKU-9": on_hand}})
+
+    elsewhere = {region: stores[region] for region in ("eu-west", "ap-south")}
+    settled: Level = (5, 0)
+    await converge(elsewhere, stock_of("us-east", "SKU-9"), settled)
+    caught_up = await _until_caught_up(api)
+    metrics = (await api.get("/metrics")).text
+
+    for region in elsewhere:
+        letters = (await api.get(f"/regions/{region}/dead-letters")).json()
+        assert sorted(letter["error"] for letter in letters) == [
+            "RuntimeError: the stock view cannot take SKU-9 at 6",
+            "RuntimeError: the stock view cannot take SKU-9 at 7",
+        ]
+        [pair] = [s for s in caught_up[region]["sources"] if s["source"] == "us-east"]
+        waiting = [pair[part] for part in ("undelivered_events", "held_events", "failing_events")]
+        assert pair["dead_lettered"] == 2
+        assert waiting == [0, 0, 0]
+    for gauge in ("undelivered_events", "held_events", "failing_events"):
+        assert (
+            f'geosaga_replication_{gauge}{{destination="eu-west",source="us-east"}} 0.0' in metrics
+        )
+
+
+async def test_a_quiet_relay_sweeps_what_waits_in_its_destinations_inbox(
+    stores: dict[str, Store], cluster: Cluster
+) -> None:
+    """An event that failed once, which the relay will not deliver again (it restarted past
+    it), is applied by the relay's sweep while its source writes nothing."""
+    event = StockLevelChanged(region="us-east", sku="SKU-7", on_hand=3, reserved=0, cause="t")
+    left = Envelope(
+        event_id=str(uuid.uuid4()),
+        event_type=event.type,
+        schema_version=event.version,
+        aggregate_type=event.aggregate,
+        aggregate_id=event.sku,
+        sequence=1,
+        source_region="us-east",
+        hlc=Timestamp(wall_ms(), 0, "us-east").encode(),
+        payload=event.model_dump(mode="json"),
+        outbox_id=1,
+        created_at=datetime.now(UTC),
+    )
+    with stores["eu-west"].transaction() as session:
+        session.add(
+            InboxEvent(
+                **kept(left), sequence=1, attempts=1, last_error="RuntimeError: passing trouble"
+            )
+        )
+
+    applied: Level = (3, 0)
+    await converge({"eu-west": stores["eu-west"]}, stock_of("us-east", "SKU-7"), applied)
+
+
 async def _until_dead_lettered(api: httpx.AsyncClient, region: str) -> list[dict[str, Any]]:
     for _ in range(300):
         letters: list[dict[str, Any]] = (await api.get(f"/regions/{region}/dead-letters")).json()
@@ -257,8 +341,10 @@ async def test_relays_run_at_their_destination_and_one_started_on_the_shared_que
     stock(stores, {"us-east": {"SKU-5": 3}})
     await converge(stores, stock_views, {("us-east", "SKU-5"): (3, 0)})
 
+    # The batch is in eu-west's views a moment before the workflow task that applied it ends.
+    history = await _until_applied(handle)
+
     assert placed == {relay: relays[relay].destination_queue for relay in relays}
-    history = await handle.fetch_history()
     started = history.events[0].workflow_execution_started_event_attributes
     assert started.continued_execution_run_id  # the run on the shared queue handed over
     scheduled = [
@@ -266,10 +352,28 @@ async def test_relays_run_at_their_destination_and_one_started_on_the_shared_que
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
-    markers = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
     # The batch was read in us-east and applied in eu-west's own workflow task.
     assert set(scheduled) == {ActivityName.READ_OUTBOX}
-    assert len(markers) >= 2  # where eu-west was in us-east's events, then the batch
+    assert _local_activities(history)[0] == ActivityName.REPLICATION_CURSOR
+
+
+async def _until_applied(handle: WorkflowHandle[Any, Any]) -> WorkflowHistory:
+    for _ in range(300):
+        history = await handle.fetch_history()
+        if ActivityName.APPLY_EVENTS in _local_activities(history):
+            return history
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{handle.id} never applied a batch in its own workflow task")
+
+
+def _local_activities(history: WorkflowHistory) -> list[str]:
+    """The types of the local activities a history ran, from their markers."""
+    types = []
+    for event in history.events:
+        marker = event.marker_recorded_event_attributes
+        if marker.marker_name == "core_local_activity":
+            types.append(json.loads(marker.details["data"].payloads[0].data)["activity_type"])
+    return types
 
 
 async def _until_placed(handle: WorkflowHandle[Any, Any], queue: str) -> None:

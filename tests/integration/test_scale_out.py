@@ -1,7 +1,7 @@
 """Scale-out: two `geosaga api` processes and two `geosaga worker` processes per region, one
-Temporal server, region stores on PostgreSQL. Orders go to both APIs at once (some to both,
-under one Idempotency-Key), and every saga runs once and ends once: one workflow run per
-order, the invariants hold, and the work was shared between processes."""
+Temporal server, region stores and the payment gateway's on PostgreSQL. Orders go to both APIs
+at once (some to both, under one Idempotency-Key), and every saga runs once and ends once: one
+workflow run per order, the invariants hold, and the work was shared between processes."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from geosaga.devserver import DevServer, free_port
 from geosaga.settings import Settings
 from geosaga.temporal import connect
 from regions.store import Store, close_stores, open_stores
+from tests.gateway_server import GatewayServer, gateway_process
 from tests.helpers import TEST_API_KEY, order, outcome, stock
 from workflows.contract import Reason, SagaStatus, workflow_id
 
@@ -48,6 +49,7 @@ class Stack:
         self.apis: list[str] = []
         self.metrics_ports: list[int] = []
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.gateway: GatewayServer | None = None
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         with (self.folder / f"{name}.log").open("wb") as log:
@@ -109,8 +111,15 @@ def scale_settings(temporal_server: DevServer, postgres_database: str, tmp_path:
 
 
 @pytest.fixture
-def stack(scale_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
+def stack(scale_settings: Settings, postgres_database: str, tmp_path: Path) -> Iterator[Stack]:
     s = scale_settings
+    # The gateway every worker process calls, its ledger in a schema of its own.
+    schema = f"gateway_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(postgres_database, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    gateway_url = f"{postgres_database}?options=-csearch_path%3D{schema}"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("GEOSAGA_")},
         "GEOSAGA_TEMPORAL_ADDRESS": s.temporal_address,
@@ -122,8 +131,12 @@ def stack(scale_settings: Settings, tmp_path: Path) -> Iterator[Stack]:
         "GEOSAGA_API_KEYS": TEST_API_KEY,
         "GEOSAGA_LOG_FORMAT": "json",
     }
-    running = Stack(s, env, tmp_path)
     with ExitStack() as cleanup:
+        gateway = cleanup.enter_context(gateway_process(tmp_path, gateway_url))
+        env["GEOSAGA_GATEWAY_URL"] = gateway.url
+        env["GEOSAGA_GATEWAY_API_KEY"] = gateway.key
+        running = Stack(s, env, tmp_path)
+        running.gateway = gateway
         cleanup.callback(running.stop)
         for replica in range(REPLICAS):
             port = free_port()
@@ -233,6 +246,13 @@ async def test_two_apis_and_two_workers_per_region_run_every_saga_once(
             assert state.status == SagaStatus.COMPLETED, state
     report = await check(client, stores, orders=order_ids, settled=True)
     assert report.ok, summary(report)
+    # The gateway's own books agree: one capture per completed order, no hold left open.
+    assert stack.gateway is not None
+    books = await asyncio.to_thread(stack.gateway.ledger)
+    for number, order_id in enumerate(order_ids):
+        ref = f"{workflow_id(order_id)}/authorise/{regions[number % len(regions)]}"
+        kinds = [entry["kind"] for entry in books if entry["reference"] == ref]
+        assert kinds == (["declined"] if number in DECLINED else ["authorised", "captured"]), ref
 
     # One run per order, and the work was shared: workflow tasks and activities were taken
     # by more than one process.

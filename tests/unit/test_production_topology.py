@@ -1,8 +1,9 @@
 """docker-compose.yml, checked without a Docker engine: it is a valid Compose file (the
 Compose Specification's JSON schema, vendored in tests/data), every variable it gives a geosaga
 service is one the settings model reads and makes valid production settings, every region in
-the catalog has a worker and a database, Prometheus scrapes the API and every worker, and the
-services start in order."""
+the catalog has a worker and a database, the payment gateway has a database of its own and
+every worker calls it, Prometheus scrapes the API and every worker, and the services start in
+order."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import yaml
 from jsonschema import Draft7Validator
 from sqlalchemy.engine import make_url
 
-from geosaga.security import api_keys, payload_keyring
+from geosaga.security import api_keys, gateway_key, payload_keyring
 from geosaga.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +34,7 @@ SECRETS = {
     "GEOSAGA_API_KEYS": "compose-test-key-0123456789",
     "GEOSAGA_PAYLOAD_KEYS": '{"2026-01": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}',
     "GEOSAGA_DB_PASSWORD": "regions-password",
+    "GEOSAGA_GATEWAY_API_KEY": "compose-gateway-key-0123456789",
     "TEMPORAL_DB_PASSWORD": "temporal-password",
 }
 SETTINGS_PREFIX = "GEOSAGA_"
@@ -76,6 +78,12 @@ def services() -> dict[str, dict[str, Any]]:
 def geosaga_services() -> dict[str, dict[str, Any]]:
     """The services that run the app's own image (built from the Dockerfile)."""
     return {name: service for name, service in services().items() if "build" in service}
+
+
+def temporal_services() -> dict[str, dict[str, Any]]:
+    """The app's services that talk to Temporal: all but the payment gateway, which stands in
+    for another system and shares nothing with them but the image."""
+    return {name: s for name, s in geosaga_services().items() if command(s) != ["gateway"]}
 
 
 def environment(service: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, str]:
@@ -143,7 +151,7 @@ def test_every_geosaga_variable_is_a_setting() -> None:
 
 
 def test_every_geosaga_service_gets_valid_production_settings() -> None:
-    for name, service in geosaga_services().items():
+    for name, service in temporal_services().items():
         settings = settings_of(service)
 
         assert settings.environment == "production", name
@@ -155,7 +163,7 @@ def test_every_geosaga_service_gets_valid_production_settings() -> None:
 
 def test_secrets_come_from_the_environment_only() -> None:
     secrets = ("GEOSAGA_API_KEYS", "GEOSAGA_PAYLOAD_KEYS")
-    for name, service in geosaga_services().items():
+    for name, service in temporal_services().items():
         raw = service["environment"]
         for variable in secrets:
             assert re.fullmatch(rf"\$\{{{variable}:\?[^}}]+\}}", raw[variable]), (name, variable)
@@ -164,7 +172,7 @@ def test_secrets_come_from_the_environment_only() -> None:
 
 
 def test_every_region_has_a_worker_and_a_database() -> None:
-    catalogs = {name: settings_of(s).regions for name, s in geosaga_services().items()}
+    catalogs = {name: settings_of(s).regions for name, s in temporal_services().items()}
     assert len(set(catalogs.values())) == 1, catalogs
     regions = next(iter(catalogs.values()))
     database_server = services()["regions-db"]
@@ -173,7 +181,7 @@ def test_every_region_has_a_worker_and_a_database() -> None:
 
     assert set(workers()) == set(regions)
     for region in regions:
-        for name, service in geosaga_services().items():
+        for name, service in temporal_services().items():
             url = make_url(settings_of(service).database_url(region))
             assert url.get_backend_name() == "postgresql", (name, region)
             assert (url.host, url.username) == ("regions-db", user), (name, region)
@@ -181,6 +189,42 @@ def test_every_region_has_a_worker_and_a_database() -> None:
     assert len(
         {make_url(settings_of(geosaga_services()["api"]).database_url(r)).database for r in regions}
     ) == len(regions)
+
+
+def test_the_gateway_keeps_its_own_database_and_every_worker_calls_it() -> None:
+    service = services()["gateway"]
+    gateway = settings_of(service)
+    database_server = environment(services()["regions-db"])
+    url = make_url(gateway.gateway_database())
+
+    assert command(service) == ["gateway"]
+    assert gateway.environment == "production"
+    # What `geosaga gateway` checks before it starts.
+    assert gateway_key(gateway) == SECRETS["GEOSAGA_GATEWAY_API_KEY"]
+    assert gateway.gateway_host == "0.0.0.0"
+    assert url.get_backend_name() == "postgresql"
+    assert (url.host, url.username) == ("regions-db", database_server["POSTGRES_USER"])
+    assert url.database == database_server["GATEWAY_DATABASE"]
+    assert url.database not in database_server["REGION_DATABASES"].split()
+    assert set(workers().values()) == {
+        name for name, s in temporal_services().items() if command(s)[:1] == ["worker"]
+    }
+    for region, name in workers().items():
+        settings = settings_of(services()[name])
+        assert settings.gateway_url == f"http://gateway:{gateway.gateway_port}", region
+        assert gateway_key(settings) == gateway_key(gateway), region
+    for name in ["gateway", *workers().values()]:
+        raw = services()[name]["environment"]
+        assert re.fullmatch(
+            r"\$\{GEOSAGA_GATEWAY_API_KEY:\?[^}]+\}", raw["GEOSAGA_GATEWAY_API_KEY"]
+        )
+        with pytest.raises(MissingVariable, match="GEOSAGA_GATEWAY_API_KEY"):
+            environment(
+                services()[name],
+                {key: v for key, v in SECRETS.items() if key != "GEOSAGA_GATEWAY_API_KEY"},
+            )
+    creates = (ROOT / "deploy" / "postgres" / "create-region-databases.sh").read_text()
+    assert "$REGION_DATABASES ${GATEWAY_DATABASE:-}" in creates
 
 
 def test_workers_serve_metrics_and_prometheus_scrapes_them_and_the_api() -> None:
@@ -218,24 +262,31 @@ def test_services_start_in_order_and_report_health() -> None:
     assert after("temporal-namespace") == {"temporal": "service_healthy"}
     assert after("temporal-ui") == {"temporal": "service_healthy"}
     assert after("geosaga-setup") == {"temporal-namespace": "service_completed_successfully"}
-    for name in ["api", *workers().values()]:
+    assert after("api") == {
+        "geosaga-setup": "service_completed_successfully",
+        "regions-db": "service_healthy",
+    }
+    assert after("gateway") == {"regions-db": "service_healthy"}
+    for name in workers().values():
         assert after(name) == {
             "geosaga-setup": "service_completed_successfully",
             "regions-db": "service_healthy",
+            "gateway": "service_healthy",
         }, name
     assert set(after("prometheus")) == {"api", *workers().values()}
-    long_running = ["temporal-db", "regions-db", "temporal", "api", *workers().values()]
+    long_running = ["temporal-db", "regions-db", "temporal", "gateway", "api", *workers().values()]
     for name in long_running:
         assert "healthcheck" in services()[name], name
     assert command(services()["api"]) == ["api"]
     assert command(services()["geosaga-setup"]) == ["setup"]
+    assert command(services()["gateway"]) == ["gateway"]
 
 
 def test_the_image_runs_the_geosaga_command() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
 
     assert 'ENTRYPOINT ["geosaga"]' in dockerfile
-    for package in ("geosaga", "workflows", "activities", "api", "regions"):
+    for package in ("geosaga", "workflows", "activities", "api", "regions", "gateway"):
         assert f"COPY {package} {package}" in dockerfile, package
     for name, service in geosaga_services().items():
         assert service["build"] == ".", name

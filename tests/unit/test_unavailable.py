@@ -1,0 +1,60 @@
+"""A region store's failures: which are the store's, how they read, and the single retry."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from regions.unavailable import (
+    StoreUnavailable,
+    retried_once_if_disconnected,
+    store_failure,
+    unavailable,
+)
+
+
+def killed() -> OperationalError:
+    error = OperationalError(
+        "UPDATE stock SET on_hand=%(on_hand)s", {"on_hand": 9}, Exception("terminated\nDETAIL")
+    )
+    error.connection_invalidated = True
+    return error
+
+
+def test_a_lost_connection_is_the_stores_failure_and_reads_as_the_drivers_first_line() -> None:
+    said = unavailable("eu-west", killed())
+
+    assert store_failure(killed())
+    assert not store_failure(IntegrityError("INSERT", {}, Exception("duplicate key")))
+    assert str(said) == "the eu-west store is unavailable: terminated"
+    assert said.disconnected
+
+
+def test_a_call_whose_connection_was_killed_runs_once_more_and_no_more() -> None:
+    calls: list[bool] = []
+
+    @retried_once_if_disconnected
+    def write(fail: int) -> int:
+        calls.append(True)
+        if len(calls) <= fail:
+            raise StoreUnavailable("eu-west", "terminated", disconnected=True)
+        return len(calls)
+
+    assert write(1) == 2
+    calls.clear()
+    with pytest.raises(StoreUnavailable):
+        write(2)
+    assert len(calls) == 2
+
+
+def test_a_store_that_timed_out_is_not_tried_again() -> None:
+    calls: list[bool] = []
+
+    @retried_once_if_disconnected
+    def write() -> None:
+        calls.append(True)
+        raise StoreUnavailable("eu-west", "database is locked")
+
+    with pytest.raises(StoreUnavailable, match="database is locked"):
+        write()
+    assert len(calls) == 1
