@@ -18,7 +18,7 @@ from regions.events import CartChanged
 from regions.models import CartOperation
 from regions.outbox import record_event
 from regions.store import Store
-from regions.unavailable import retried_once_if_disconnected
+from regions.unavailable import retried_if_disconnected
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Snapshot:
     versions: dict[str, dict[str, int]]
 
 
-@retried_once_if_disconnected
+@retried_if_disconnected
 def read(store: Store, customer_id: str, window_ms: int) -> Snapshot:
     with store.reading() as session:
         state = _load(session, customer_id)
@@ -38,7 +38,7 @@ def read(store: Store, customer_id: str, window_ms: int) -> Snapshot:
 
 
 # Run twice, the second write saw the first and replaces it: the cart ends the same.
-@retried_once_if_disconnected
+@retried_if_disconnected
 def set_quantity(
     store: Store, customer_id: str, sku: str, quantity: int | None, window_ms: int
 ) -> dict[str, int]:

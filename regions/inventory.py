@@ -12,7 +12,7 @@ from regions.catalog import PRODUCTS
 from regions.events import StockLevelChanged
 from regions.models import Stock, StockView, utcnow
 from regions.store import Store
-from regions.unavailable import retried_once_if_disconnected
+from regions.unavailable import retried_if_disconnected
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class StockBelowReserved(ValueError):
     """Physical stock cannot be set below what running sagas already hold."""
 
 
-@retried_once_if_disconnected
+@retried_if_disconnected
 def list_stock(store: Store) -> list[StockLevel]:
     """Every catalog SKU, with zeros for those this region has never stocked."""
     with store.reading() as session:
@@ -73,7 +73,7 @@ def lock_stock(session: Session, skus: Iterable[str]) -> dict[str, Stock]:
 
 
 # Run twice, the second sets the same level again.
-@retried_once_if_disconnected
+@retried_if_disconnected
 def set_on_hand(store: Store, sku: str, on_hand: int) -> StockLevel:
     with store.transaction() as session:
         row = lock_stock(session, [sku]).get(sku)

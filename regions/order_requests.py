@@ -9,10 +9,10 @@ from sqlalchemy.exc import IntegrityError
 
 from regions.models import OrderRequest, OrderView
 from regions.store import Store
-from regions.unavailable import retried_once_if_disconnected
+from regions.unavailable import retried_if_disconnected
 
 
-@retried_once_if_disconnected
+@retried_if_disconnected
 def find(stores: Iterable[Store], order_id: str) -> tuple[Store, OrderRequest] | None:
     """The key's record and the store that keeps it: its home region's, wherever that is."""
     for store in stores:
@@ -23,7 +23,7 @@ def find(stores: Iterable[Store], order_id: str) -> tuple[Store, OrderRequest] |
     return None
 
 
-@retried_once_if_disconnected
+@retried_if_disconnected
 def keep(store: Store, order_id: str, request_sha256: str, *, started: bool) -> OrderRequest:
     """Records the key (or marks it started); returns the record as it now stands, which may
     be another request's if one kept the key first."""
@@ -45,7 +45,7 @@ def keep(store: Store, order_id: str, request_sha256: str, *, started: bool) -> 
         return winner
 
 
-@retried_once_if_disconnected
+@retried_if_disconnected
 def recorded_status(store: Store, order_id: str) -> str | None:
     """The status the store's view of the order last recorded, if it has one."""
     with store.reading() as session:

@@ -1,9 +1,10 @@
 """When a region's store cannot serve: the error the API answers 503 with, which failures are
-the store's rather than the work's, and the one retry a killed connection deserves."""
+the store's rather than the work's, and the retries a killed connection deserves."""
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -27,23 +28,31 @@ class StoreUnavailable(Exception):
         self.disconnected = disconnected
 
 
-def retried_once_if_disconnected(call: Callable[P, T]) -> Callable[P, T]:
-    """Runs `call` again, once, when its connection died under it.
+# After a killed connection: try again at once, then after these pauses (seconds).
+_RECONNECT_PAUSES = (0.0, 0.1, 0.3)
+
+
+def retried_if_disconnected(call: Callable[P, T]) -> Callable[P, T]:
+    """Runs `call` again when its connection died under it, a few times, briefly.
 
     pool_pre_ping tests a connection only as it leaves the pool; one killed afterwards (a
     backend terminated, a failover) fails the transaction it was in, which the server rolled
-    back, so a second try on a fresh connection is the answer the caller wanted. Only calls
-    that are right to run twice may use this: a connection that died during COMMIT leaves it
-    unknown whether the first try committed. A second failure is the store being down.
+    back, so another try on a fresh connection is the answer the caller wanted. A server
+    terminating backends over and over (an operator's script, `geosaga torture`) can kill two
+    in a row; a few tries within half a second ride that out. Only calls that are right to run
+    twice may use this: a connection that died during COMMIT leaves it unknown whether the try
+    committed. A store that times out, or keeps failing, is down: StoreUnavailable.
     """
 
     @functools.wraps(call)
     def retried(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return call(*args, **kwargs)
-        except StoreUnavailable as unavailable:
-            if not unavailable.disconnected:
-                raise
+        for pause in _RECONNECT_PAUSES:
+            try:
+                return call(*args, **kwargs)
+            except StoreUnavailable as unavailable:
+                if not unavailable.disconnected:
+                    raise
+            time.sleep(pause)
         return call(*args, **kwargs)
 
     return retried

@@ -4,6 +4,7 @@ cannot finish parks the saga in needs_attention, never silently."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
+from api import operations
 from geosaga.settings import Settings
 from regions.store import Store
 from tests.cluster import Cluster
@@ -109,3 +111,30 @@ async def _until_history_has(handle: WorkflowHandle[Any, Any], kind: EventType.V
                 return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{handle.id} never recorded {EventType.Name(kind)}")
+
+
+async def test_a_cancel_no_worker_answers_in_time_is_503_and_still_lands(
+    api: httpx.AsyncClient,
+    client: Client,
+    stores: dict[str, Store],
+    cluster: Cluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every worker of the saga's queue is down: the cancel waits, then says so in a 503 (it
+    answered 500 under `geosaga torture`, seeds 1 and 2), and Temporal keeps it for the saga."""
+    monkeypatch.setattr(operations, "_UPDATE_TIMEOUT", timedelta(seconds=1))
+    initial = stock(stores, {"us-east": {"SKU-1": 5}})
+    order_id = await submit(api, order("us-east", [("SKU-1", 1)], token="tok_flaky"))
+    await until(client, order_id, lambda s: s.stage == Stage.AUTHORISING)
+    await cluster.stop_workflows()
+
+    late = await api.post(f"/orders/{order_id}/cancel")
+    cluster.start_workflows()
+    saga = await outcome(client, order_id)
+
+    assert late.status_code == 503, late.text
+    assert late.headers["Retry-After"] == "5"
+    assert "did not answer" in late.json()["detail"]
+    assert saga.status == SagaStatus.COMPENSATED
+    assert saga.reason == Reason.CANCELLED
+    assert_invariants(stores, initial, [saga])

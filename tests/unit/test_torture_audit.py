@@ -8,17 +8,19 @@ import json
 import math
 from decimal import Decimal
 from pathlib import Path
+from typing import cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from geosaga.torture.audit.answers import no_5xx
-from geosaga.torture.audit.evidence import Evidence, Saga
+from geosaga.torture.audit.evidence import Evidence, Region, Saga
 from geosaga.torture.audit.faults import (
     Fault,
     Window,
     covered,
+    every_worker_hit,
     merge,
     read_faults,
     skewed_beyond_bound,
@@ -265,6 +267,44 @@ def test_a_5xx_is_allowed_only_as_a_503_while_temporal_was_down(
     ]
     assert [v.orders[0] for v in found] == expected
     assert all(v.rule == "no-5xx" for v in found)
+
+
+def test_a_503_from_the_saga_is_allowed_while_every_worker_was_down() -> None:
+    """A cancel no worker answered in time (every region's worker killed, stopped or cut off
+    at some moment of its wait) is an outage's 503; one while a worker stood by is not."""
+
+    def cancel(seq: int, at: float, path: str = "/cancel") -> Exchange:
+        return Exchange(
+            seq, "orders", at, at + 20.0, "POST", f"/orders/o{seq}{path}", {}, None, 503, {}
+        )
+
+    faults = [
+        Fault("worker-pause", "us-east", 10.0, 17.0, {}),
+        Fault("temporal-cut", "eu-west", 12.0, 20.0, {}),
+        Fault("worker-kill", "ap-south", 25.0, 27.0, {}),
+    ]
+    # Only the names count here: the region's store is not read by this rule.
+    regions = cast(dict[str, Region], dict.fromkeys(("us-east", "eu-west", "ap-south")))
+    exchanges = [
+        cancel(1, 8.0),  # 8-28: all three down at some moment
+        cancel(2, 33.0),  # 33-53: only ap-south's grace overlaps
+        cancel(3, 8.0, "/retry"),  # a rerun is no update: Temporal answers it alone
+    ]
+    evidence = Evidence(
+        exchanges,
+        faults,
+        [],
+        {},
+        regions,
+        {},
+        "us-east",
+        temporal_grace_seconds=5.0,
+    )
+
+    assert [v.orders for v in no_5xx(evidence)] == [("o2",), ("o3",)]
+    assert every_worker_hit(faults, regions, 8.0, 28.0, 5.0)
+    assert not every_worker_hit(faults, regions, 8.0, 11.0, 5.0)
+    assert not every_worker_hit(faults, {}, 8.0, 28.0, 5.0)
 
 
 def _checkout(seq: int, at: float, status: int) -> Exchange:

@@ -88,6 +88,29 @@ def temporal_down(faults: Iterable[Fault], grace: float) -> list[Window]:
     )
 
 
+# What keeps a region's worker from serving sagas: it is dead, stopped, or cut off from Temporal.
+_WORKER_DOWN = (Kind.WORKER_KILL, Kind.WORKER_PAUSE, Kind.TEMPORAL_CUT)
+
+
+def every_worker_hit(
+    faults: Iterable[Fault], regions: Iterable[str], start: float, end: float | None, grace: float
+) -> bool:
+    """Whether every region's worker was down at some time while a request waited (each fault
+    counted `grace` longer: a worker back up reconnects, and a saga's task waits out its
+    sticky queue's timeout before another worker takes it). A saga then had no worker to
+    answer it: the pool of workers was down, as Temporal itself can be."""
+    hit = {
+        fault.target
+        for fault in faults
+        if fault.kind in _WORKER_DOWN
+        and Window(
+            fault.started_at, math.inf if fault.ended_at is None else fault.ended_at + grace
+        ).overlaps(start, start if end is None else end)
+    }
+    wanted = set(regions)
+    return bool(wanted) and wanted <= hit
+
+
 def covered(windows: Iterable[Window], start: float, end: float | None) -> bool:
     """Whether a request sent at `start` and answered at `end` met one of the windows."""
     return any(window.overlaps(start, start if end is None else end) for window in windows)
