@@ -37,7 +37,7 @@ from workflows.contract import (
 from workflows.order_saga import OrderSaga
 from workflows.trace import saga_summary
 
-_UPDATE_TIMEOUT = timedelta(seconds=20)
+_UPDATE_TIMEOUT = timedelta(seconds=25)
 _UPDATE_RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 _RERUNNABLE = (
     WorkflowExecutionStatus.FAILED,

@@ -8,9 +8,8 @@ order and a reader paging with `after` never skips an entry that commits late.
 
 from __future__ import annotations
 
-import sqlite3
+import functools
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -21,19 +20,19 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
 from gateway.models import GatewayModel
+from geosaga import sqlite
 
 # pg_advisory_xact_lock keys ("gwschema" and "gwledger" in ASCII).
 _SCHEMA_LOCK = 0x6777736368656D61
 _LEDGER_LOCK = 0x67776C6564676572
 _BUSY_SECONDS = 30
-_READ_ONLY = "gateway_read_only"
 
 
 class GatewayStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _create_engine(url)
-        self._reader = self.engine.execution_options(**{_READ_ONLY: True})
+        self._reader = self.engine.execution_options(**{sqlite.READ_ONLY: True})
         # SQLite has one writer at a time: this process's writers queue here instead of
         # sleeping in the busy handler (other processes still meet the busy timeout).
         self._writer: AbstractContextManager[Any] = (
@@ -92,35 +91,7 @@ def _create_engine(url: str) -> Engine:
     engine = create_engine(
         url, connect_args={"check_same_thread": False, "timeout": _BUSY_SECONDS}, **pool
     )
-    event.listen(engine, "connect", _sqlite_on_connect)
-    event.listen(engine, "begin", _sqlite_on_begin)
+    pragmas = ("synchronous=NORMAL",)
+    event.listen(engine, "connect", functools.partial(sqlite.on_connect, _BUSY_SECONDS, pragmas))
+    event.listen(engine, "begin", sqlite.on_begin)
     return engine
-
-
-def _sqlite_on_connect(dbapi_connection: Any, _record: object) -> None:
-    # Transactions begin in the `begin` hook below; pysqlite's own begins too late to lock.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")
-    _use_wal(cursor)
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-def _use_wal(cursor: sqlite3.Cursor) -> None:
-    """Processes opening a new file together race to switch it to WAL, and SQLite answers
-    the loser "database is locked" at once, whatever the busy timeout: it tries again."""
-    deadline = time.monotonic() + _BUSY_SECONDS
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-def _sqlite_on_begin(connection: Any) -> None:
-    read_only = connection.get_execution_options().get(_READ_ONLY, False)
-    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
@@ -16,13 +14,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine
 
+from geosaga import sqlite
 from geosaga.settings import Settings
 from regions import clock, migrate
 from regions.catalog import regions
 from regions.models import ClockState  # importing it registers every table on the metadata
 from regions.unavailable import StoreUnavailable, store_failure, unavailable
 
-_READ_ONLY = "geosaga_read_only"
 # How long a request may wait on a store by default: to connect, and for the write lock.
 TIMEOUT_SECONDS = 30.0
 
@@ -35,7 +33,7 @@ class Store:
         self.url = url
         self.timeout_seconds = timeout_seconds
         self.engine = _create_engine(url, timeout_seconds)
-        self._reader = self.engine.execution_options(**{_READ_ONLY: True})
+        self._reader = self.engine.execution_options(**{sqlite.READ_ONLY: True})
         # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
         # steps of up to 100 ms before it looks again. Writers in this process queue on a
         # mutex instead and start the moment the lock is free (BENCHMARKS.md: activities ran
@@ -145,10 +143,6 @@ def open_stores(settings: Settings, *, create: bool = True) -> dict[str, Store]:
     return stores
 
 
-# How long a new SQLite store's switch to WAL keeps trying while other processes make theirs.
-_BUSY_SECONDS = 30
-
-
 def close_stores(stores: Mapping[str, Store]) -> None:
     for store in stores.values():
         store.dispose()
@@ -178,8 +172,9 @@ def _create_engine(url: str, timeout_seconds: float) -> Engine:
         pool_timeout=timeout_seconds,
         connect_args={"check_same_thread": False, "timeout": timeout_seconds},
     )
-    event.listen(engine, "connect", functools.partial(_sqlite_on_connect, timeout_seconds))
-    event.listen(engine, "begin", _sqlite_on_begin)
+    pragmas = ("synchronous=NORMAL", "foreign_keys=ON")
+    event.listen(engine, "connect", functools.partial(sqlite.on_connect, timeout_seconds, pragmas))
+    event.listen(engine, "begin", sqlite.on_begin)
     return engine
 
 
@@ -193,35 +188,3 @@ def _postgres_on_connect(timeout_seconds: float, dbapi_connection: Any, _record:
     with dbapi_connection.cursor() as cursor:
         cursor.execute(f"SET lock_timeout = {round(timeout_seconds * 1000)}")
     dbapi_connection.commit()
-
-
-def _sqlite_on_connect(timeout_seconds: float, dbapi_connection: Any, _record: object) -> None:
-    # Hand transaction control to the `begin` hook below; pysqlite's own is too late to lock.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute(f"PRAGMA busy_timeout={round(timeout_seconds * 1000)}")
-    _use_wal(cursor)
-    for pragma in ("synchronous=NORMAL", "foreign_keys=ON"):
-        cursor.execute(f"PRAGMA {pragma}")
-    cursor.close()
-
-
-def _use_wal(cursor: sqlite3.Cursor) -> None:
-    """Switches a new database file to WAL. Processes that open it together race for the
-    switch, and SQLite answers a loser "database is locked" at once, busy timeout or not (one
-    run in 25 of the eight-process migration test did): it tries again."""
-    deadline = time.monotonic() + _BUSY_SECONDS
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-def _sqlite_on_begin(connection: Any) -> None:
-    # Writers take the lock up front, so two writers queue instead of deadlocking on upgrade.
-    read_only = connection.get_execution_options().get(_READ_ONLY, False)
-    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
