@@ -111,7 +111,7 @@ async def _update(client: Client, order_id: str, update: Any, request: BaseModel
         await asyncio.sleep(delay)
 
 
-async def _redispatch_pending(client: Client, workflow: str, run_id: str) -> None:
+async def redispatch_pending(client: Client, workflow: str, run_id: str) -> None:
     """Has Temporal dispatch (or time out) the steps the reset run inherited in flight.
 
     A reset run takes over the activities its history left scheduled, and the dev server
@@ -128,11 +128,16 @@ async def _redispatch_pending(client: Client, workflow: str, run_id: str) -> Non
     for pending in described.pending_activities:
         if pending.state != PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
             continue
-        await client.workflow_service.reset_activity(
-            ResetActivityRequest(
-                namespace=client.namespace, execution=execution, id=pending.activity_id
+        try:
+            await client.workflow_service.reset_activity(
+                ResetActivityRequest(
+                    namespace=client.namespace, execution=execution, id=pending.activity_id
+                )
             )
-        )
+        except RPCError as error:
+            # It ended between the two calls (the new run is already under way): nothing to do.
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
 
 
 def _workflow_not_ready(error: RPCError) -> bool:
@@ -175,7 +180,7 @@ async def rerun(client: Client, settings: Settings, order_id: str, reason: str) 
                 request_id=str(uuid.uuid4()),
             )
         )
-        await _redispatch_pending(client, handle.id, response.run_id)
+        await redispatch_pending(client, handle.id, response.run_id)
         return Rerun("reset", response.run_id)
     order = await order_input_of(client, handle)
     started = await client.start_workflow(

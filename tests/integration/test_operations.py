@@ -8,13 +8,20 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
 from sqlmodel import select
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.workflowservice.v1 import (
+    DescribeWorkflowExecutionRequest,
+    DescribeWorkflowExecutionResponse,
+)
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from api import operations
 from api.main import create_app
 from geosaga.devserver import DevServer, temporal_cli
 from geosaga.settings import Settings
@@ -252,6 +259,32 @@ async def test_a_saga_terminated_while_compensating_is_rerun_to_the_end(
     assert saga.status == SagaStatus.COMPENSATED
     assert saga.reason == Reason.CANCELLED
     assert_invariants(stores, initial, [saga])
+
+
+async def test_a_step_that_ends_before_the_rerun_resets_it_is_left_alone(
+    api: httpx.AsyncClient, client: Client, stores: dict[str, Store]
+) -> None:
+    """The rerun lists the steps its new run inherited in flight, then resets each: one that
+    ended in between, or a run already over, is gone by then (it answered 502 under
+    `geosaga torture`, seed 104 on SQLite)."""
+    stock(stores, {"us-east": {"SKU-1": 5}})
+    saga = await place(api, client, order("us-east", [("SKU-1", 1)]))
+    run_id = (await client.get_workflow_handle(workflow_id(saga.order_id)).describe()).run_id
+    service = client.workflow_service
+    describe = service.describe_workflow_execution
+
+    async def with_a_step_just_ended(
+        request: DescribeWorkflowExecutionRequest, **kwargs: Any
+    ) -> DescribeWorkflowExecutionResponse:
+        described = await describe(request, **kwargs)
+        described.pending_activities.add(
+            activity_id="99", state=PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED
+        )
+        return described
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(service, "describe_workflow_execution", with_a_step_just_ended)
+        await operations.redispatch_pending(client, workflow_id(saga.order_id), run_id)
 
 
 @pytest_asyncio.fixture
