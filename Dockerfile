@@ -4,12 +4,15 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY geosaga geosaga
-COPY workflows workflows
-COPY activities activities
-COPY api api
+COPY foundation foundation
 COPY regions regions
+COPY activities activities
+COPY workflows workflows
+COPY orders orders
+COPY worker worker
+COPY api api
 COPY gateway gateway
+COPY geosaga geosaga
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim

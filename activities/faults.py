@@ -15,7 +15,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from geosaga.settings import FaultSpec
+from foundation.settings import FaultSpec
 
 log = logging.getLogger(__name__)
 

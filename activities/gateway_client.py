@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 
 from activities.gateway import GatewayAuthorisation, GatewayRejected, GatewayUnavailable
-from geosaga.security import gateway_key
-from geosaga.settings import Settings
+from foundation.security import gateway_key
+from foundation.settings import Settings
 
 CONNECT_SECONDS = 2.0
-# Activities run on up to 32 threads per region worker (regions/worker.py), and tests run
+# Activities run on up to 32 threads per region worker (worker/process.py), and tests run
 # every region's worker in one process.
 MAX_CONNECTIONS = 128
 
@@ -35,7 +35,7 @@ class HttpGateway:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpGateway:
-        """Raises geosaga.security.ConfigurationError in production without a gateway key."""
+        """Raises foundation.security.ConfigurationError in production without a gateway key."""
         return cls(
             settings.gateway_url,
             gateway_key(settings),

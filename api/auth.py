@@ -1,6 +1,6 @@
 """API keys: `Authorization: Bearer <key>` on writes, operator calls and the codec endpoint.
 
-Keys come from settings (geosaga/security.py); several may be valid at once so that they can
+Keys come from settings (foundation/security.py); several may be valid at once so that they can
 rotate, and a key is compared in constant time against every one of them. Reads (GET) need a
 key only when `GEOSAGA_AUTH_READS` is on; /healthz and /metrics never do (their routers are
 included without this dependency).
@@ -16,8 +16,8 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.schemas import ErrorBody
-from geosaga.security import api_keys, codec_trusts_ui_origin, key_matches, ui_origin
-from geosaga.settings import Settings
+from foundation.security import api_keys, codec_trusts_ui_origin, key_matches, ui_origin
+from foundation.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas import ErrorBody, ValidationErrorBody
+from orders.errors import (
+    EmptyCart,
+    IdempotencyConflict,
+    InvalidRequest,
+    NotAnswered,
+    OrderNotFound,
+    Refused,
+)
 from regions.unavailable import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -61,11 +69,6 @@ def field_name(loc: Sequence[Any]) -> str:
         else:
             name += f".{part}" if name else str(part)
     return name or "body"
-
-
-def invalid(field: Sequence[Any], message: str) -> dict[str, Any]:
-    """One validation error in FastAPI's shape, for checks pydantic cannot make alone."""
-    return {"loc": tuple(field), "msg": message, "type": "value_error"}
 
 
 async def require_json(request: Request) -> None:
@@ -200,6 +203,26 @@ async def _rpc_error(_: Request, error: Exception) -> JSONResponse:
     return JSONResponse(status_code=502, content={"detail": f"Temporal call failed: {error}"})
 
 
+async def _invalid_request(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, InvalidRequest)
+    return await _validation_error(request, RequestValidationError(error.problems))
+
+
+async def _order_not_found(_: Request, error: Exception) -> JSONResponse:
+    return JSONResponse(status_code=404, content={"detail": f"no order {str(error)!r}"})
+
+
+async def _conflict(_: Request, error: Exception) -> JSONResponse:
+    """The key's first body, a cart with nothing in it, a saga past the point of the request."""
+    return JSONResponse(status_code=409, content={"detail": str(error)})
+
+
+async def _not_answered(_: Request, error: Exception) -> JSONResponse:
+    return JSONResponse(
+        status_code=503, content={"detail": str(error)}, headers={"Retry-After": "5"}
+    )
+
+
 async def _store_unavailable(_: Request, error: Exception) -> JSONResponse:
     log.warning("%s", error)
     return JSONResponse(status_code=503, content={"detail": str(error)})
@@ -219,6 +242,11 @@ def install(app: FastAPI) -> None:
     app.exception_handler(HTTPException)(_http_error)
     app.exception_handler(RPCError)(_rpc_error)
     app.exception_handler(StoreUnavailable)(_store_unavailable)
+    app.exception_handler(InvalidRequest)(_invalid_request)
+    app.exception_handler(OrderNotFound)(_order_not_found)
+    for conflict in (IdempotencyConflict, EmptyCart, Refused):
+        app.exception_handler(conflict)(_conflict)
+    app.exception_handler(NotAnswered)(_not_answered)
     # RuntimeError too: a client that cannot connect raises one, and handlers registered for
     # Exception itself re-raise after answering.
     app.exception_handler(RuntimeError)(_unexpected)

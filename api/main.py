@@ -17,17 +17,17 @@ from api.metrics import registry_for
 from api.request_metrics import RequestMetrics, RequestMetricsMiddleware
 from api.routes import carts, catalog, codec, health, metrics, orders, regions, replication
 from api.services import Services
-from geosaga.codec import EncryptionCodec
-from geosaga.security import payload_keyring
-from geosaga.settings import Settings
-from geosaga.temporal import connect
+from foundation.codec import EncryptionCodec
+from foundation.security import payload_keyring
+from foundation.settings import Settings
+from foundation.temporal import connect
 from regions.store import close_stores, open_stores
 
 
 def create_app(
     settings: Settings | None = None, *, tracer_provider: TracerProvider | None = None
 ) -> FastAPI:
-    """Raises geosaga.security.ConfigurationError when the settings may not serve: production
+    """Raises foundation.security.ConfigurationError when the settings may not serve: production
     without API keys or without a payload key. `tracer_provider` defaults to the process's."""
     settings = settings or Settings()
     request_metrics = RequestMetrics()
@@ -73,7 +73,7 @@ def create_app(
     _answer_declared_oversized_bodies(app, settings)
     # Around every route and FastAPI's own middleware: each request is counted and timed,
     # inside FastAPI's request span, whose context the saga it starts carries on
-    # (geosaga/temporal.py's tracing interceptor).
+    # (foundation/temporal.py's tracing interceptor).
     app.add_middleware(RequestMetricsMiddleware, metrics=request_metrics)
     return app
 
@@ -83,7 +83,7 @@ _UNTRACED = frozenset({"/healthz", "/metrics"})
 
 def _telemetry(settings: Settings, tracer_provider: TracerProvider | None) -> TelemetryConfig:
     """FastAPI's own request spans, one per request; request metrics are ours (Prometheus)
-    and log lines carry the span's ids (geosaga/telemetry.py), so FastAPI records neither."""
+    and log lines carry the span's ids (foundation/telemetry.py), so FastAPI records neither."""
     return TelemetryConfig(
         tracer_provider=tracer_provider,
         tracing=settings.tracing,

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from temporalio.client import Client
 
-from geosaga.settings import Settings
+from foundation.settings import Settings
 from regions.store import Store
 
 

@@ -8,18 +8,18 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from foundation.security import gateway_key
+from foundation.settings import Settings
 from gateway import errors
 from gateway.auth import UNAUTHORISED, require_key
 from gateway.faults import Faults
 from gateway.routes import authorisations, cancels, console, faults, health, ledger
 from gateway.state import GatewayState
 from gateway.store import GatewayStore
-from geosaga.security import gateway_key
-from geosaga.settings import Settings
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """Raises geosaga.security.ConfigurationError when the settings may not serve (production
+    """Raises foundation.security.ConfigurationError when the settings may not serve (production
     without a gateway key of its own)."""
     state = GatewayState(key=gateway_key(settings), faults=Faults(settings.gateway_faults))
 

@@ -1,4 +1,4 @@
-"""`Authorization: Bearer <key>` on every endpoint but /healthz (the key: geosaga.security)."""
+"""`Authorization: Bearer <key>` on every endpoint but /healthz (the key: foundation.security)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from foundation.security import key_matches
 from gateway.schemas import ErrorBody
 from gateway.state import StateDep
-from geosaga.security import key_matches
 
 _bearer = HTTPBearer(
     auto_error=False,

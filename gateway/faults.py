@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from geosaga.settings import GatewayFaults
+from foundation.settings import GatewayFaults
 
 
 @dataclass(frozen=True)

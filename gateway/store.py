@@ -19,8 +19,8 @@ from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
+from foundation import sqlite
 from gateway.models import GatewayModel
-from geosaga import sqlite
 
 # pg_advisory_xact_lock keys ("gwschema" and "gwledger" in ASCII).
 _SCHEMA_LOCK = 0x6777736368656D61

@@ -17,10 +17,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from rich.console import Console
 
+from foundation.security import ConfigurationError
+from foundation.settings import Settings
+from foundation.telemetry import configure_process
 from geosaga.operate import attention, dead_letters, rerun
-from geosaga.security import ConfigurationError
-from geosaga.settings import Settings
-from geosaga.telemetry import configure_process
 
 app = typer.Typer(help="geosaga: a multi-region order service on Temporal.", no_args_is_help=True)
 console = Console()
@@ -50,7 +50,7 @@ def dev() -> None:
 def worker(region: Annotated[str, typer.Option(help="The region this process serves")]) -> None:
     """Run one region's worker: its activities on region.NAME, workflows on the orders queue."""
     from regions.clock import use_skew
-    from regions.worker import run_region
+    from worker.process import run_region
 
     settings = Settings()
     # Logs with trace ids, tracing, and the runtime that serves this worker's metrics.
@@ -125,9 +125,9 @@ def check(
     ] = False,
 ) -> None:
     """Check the invariants across every region store and Temporal; exit 1 on a violation."""
+    from foundation.temporal import connect
     from geosaga.check import check as check_invariants
     from geosaga.check import summary
-    from geosaga.temporal import connect
     from regions.store import close_stores, open_stores
 
     settings = Settings()
@@ -199,24 +199,22 @@ def bench(
     import json
     from pathlib import Path
 
-    from geosaga.bench_main import Sizes, bench_all
+    from geosaga import bench
 
     if heals and not spawn:
         raise typer.BadParameter("needs --spawn: it freezes a worker of its own stack")
     if against:
         if not spawn:
             raise typer.BadParameter("needs --spawn: it runs two stacks of its own")
-        from geosaga import bench_ab
-
-        compared = asyncio.run(bench_ab.against(_overrides(against), orders, concurrency))
-        bench_ab.report(compared, console)
+        compared = asyncio.run(bench.against(_overrides(against), orders, concurrency))
+        bench.report_against(compared, console)
         if json_out:
             Path(json_out).write_text(json.dumps({"against": compared.as_json()}, indent=2) + "\n")
         return
     results = asyncio.run(
-        bench_all(
+        bench.bench_all(
             Settings(),
-            Sizes(orders, concurrency, idle, starts, _counts(scale), heals, soak_warmup),
+            bench.Sizes(orders, concurrency, idle, starts, _counts(scale), heals, soak_warmup),
             spawn,
             compare_stock,
             console,
@@ -270,10 +268,11 @@ def event_schemas(
 @app.command()
 def setup() -> None:
     """Register the saga's search attributes on the configured Temporal namespace (idempotent)."""
-    from geosaga.temporal import connect, ensure_search_attributes
+    from foundation.temporal import connect, ensure_search_attributes
+    from workflows.contract import SEARCH_ATTRIBUTES
 
     async def main() -> list[str]:
-        return await ensure_search_attributes(await connect(Settings()))
+        return await ensure_search_attributes(await connect(Settings()), SEARCH_ATTRIBUTES)
 
     added = asyncio.run(main())
     console.print(f"added: {', '.join(added)}" if added else "search attributes already present")
@@ -348,7 +347,7 @@ def replay(
     from pathlib import Path
 
     from geosaga.replay import replay_all
-    from geosaga.replay_report import report
+    from geosaga.replay.report import report
 
     files = [Path(path) for path in [*(history_file or []), *(paths or [])]]
     if not files and not workflow_id:

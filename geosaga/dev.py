@@ -15,8 +15,7 @@ from urllib.parse import urlsplit
 from rich.console import Console
 from rich.table import Table
 
-from geosaga.devserver import SQLITE_PRAGMAS, DevServer, wait_for_port, wait_until_serving
-from geosaga.security import (
+from foundation.security import (
     DEV_API_KEY,
     DEV_GATEWAY_KEY,
     Keyring,
@@ -24,7 +23,8 @@ from geosaga.security import (
     gateway_key,
     payload_keyring,
 )
-from geosaga.settings import Settings
+from foundation.settings import Settings
+from geosaga.devserver import SQLITE_PRAGMAS, DevServer, wait_for_port, wait_until_serving
 from regions.seed import seed_demo_stock
 from regions.store import close_stores, open_stores
 

@@ -16,8 +16,9 @@ from typing import Any
 
 from temporalio.client import Client
 
-from geosaga.settings import DEV_GO_GC
-from geosaga.temporal import search_attribute_flags
+from foundation.settings import DEV_GO_GC
+from foundation.temporal import search_attribute_flags
+from workflows.contract import SEARCH_ATTRIBUTES
 
 # Measured to help the dev server's own SQLite store under load (see BENCHMARKS.md).
 SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
@@ -112,7 +113,7 @@ class DevServer:
             self.namespace,
             "--log-level",
             "error",
-            *(search_attribute_flags() if self.search_attributes else []),
+            *(search_attribute_flags(SEARCH_ATTRIBUTES) if self.search_attributes else []),
         ]
         for pragma in self.sqlite_pragmas:
             args += ["--sqlite-pragma", pragma]

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client
 
-from geosaga.settings import Settings
-from geosaga.temporal import connect
+from foundation.settings import Settings
+from foundation.temporal import connect
 from regions.store import Store
 
 T = TypeVar("T")
@@ -43,8 +43,7 @@ def _show(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], empty: str)
 
 
 def _refusals(action: Callable[[Client, Settings], Awaitable[str]]) -> None:
-    from api.operations import NotAnswered, Refused
-    from api.sagas import OrderNotFound
+    from orders.errors import NotAnswered, OrderNotFound, Refused
 
     try:
         console.print(_run(action))
@@ -58,7 +57,7 @@ def list_stuck(
     limit: Annotated[int, typer.Option(help="At most this many")] = 100,
 ) -> None:
     """List the sagas in needs_attention, from Temporal visibility."""
-    from api.sagas import search
+    from orders.sagas import search
     from workflows.contract import SagaStatus
 
     found = _run(
@@ -92,7 +91,7 @@ def list_stuck(
 @attention.command("retry")
 def retry_now(order_id: str, by: Annotated[str, typer.Option(help="Who asks")] = "cli") -> None:
     """Start the next round of a saga's stuck compensations now."""
-    from api.operations import retry_compensation
+    from orders.operations import retry_compensation
 
     _refusals(lambda client, _: retry_compensation(client, order_id, by))
 
@@ -104,7 +103,7 @@ def resolve(
     why: Annotated[str, typer.Option(help="What was done by hand, and why")],
 ) -> None:
     """Record that the stuck compensations were done by hand; the saga ends compensated."""
-    from api.operations import resolve as resolve_saga
+    from orders.operations import resolve as resolve_saga
 
     _refusals(lambda client, _: resolve_saga(client, order_id, by, why))
 
@@ -117,8 +116,8 @@ def rerun(
     ] = None,
 ) -> None:
     """Rerun failed or terminated sagas: reset to the last good point, or start afresh."""
-    from api.operations import Refused
-    from api.operations import rerun as rerun_saga
+    from orders.errors import Refused
+    from orders.operations import rerun as rerun_saga
     from workflows.contract import WORKFLOW_ID_PREFIX, WORKFLOW_NAME
 
     async def main(client: Client, settings: Settings) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from geosaga.settings import Settings
+from foundation.settings import Settings
 
 
 @dataclass(frozen=True)

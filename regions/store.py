@@ -14,8 +14,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, create_engine
 
-from geosaga import sqlite
-from geosaga.settings import Settings
+from foundation import sqlite
+from foundation.settings import Settings
 from regions import clock, migrate
 from regions.catalog import regions
 from regions.models import ClockState  # importing it registers every table on the metadata

@@ -15,9 +15,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.gateway_client import HttpGateway
-from geosaga.settings import Settings
+from foundation.settings import Settings
 from regions.store import Store
-from regions.worker import ACTIVITY_THREADS, activity_worker, start_relays, workflow_worker
+from worker.process import ACTIVITY_THREADS, activity_worker, start_relays, workflow_worker
 
 
 class Cluster:

@@ -23,9 +23,9 @@ from sqlalchemy import create_engine, text
 from temporalio.client import Client
 
 from api.main import create_app
+from foundation.settings import Settings
+from foundation.temporal import connect
 from geosaga.devserver import DevServer, free_port, wait_until_serving
-from geosaga.settings import Settings
-from geosaga.temporal import connect
 from regions.store import Store, close_stores, open_stores
 from tests.cluster import Cluster
 from tests.gateway_server import GatewayServer, gateway_process

@@ -13,8 +13,8 @@ import httpx
 from sqlmodel import select
 from temporalio.client import Client
 
-from geosaga.security import api_keys
-from geosaga.settings import Settings
+from foundation.security import api_keys
+from foundation.settings import Settings
 from regions import clock
 from regions.inventory import set_on_hand
 from regions.models import Authorisation, AuthorisationStatus, Capture, Stock

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
-from geosaga.settings import Settings
+from foundation.settings import Settings
 from regions.store import Store
 from tests.cluster import Cluster
 from tests.helpers import order, outcome, place, stock, submit

@@ -7,11 +7,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
-from api import sagas
-from api.errors import BAD_INPUT, JSON_BODY, STORE_ERRORS, TEMPORAL_ERRORS, invalid, require_json
+from api.errors import BAD_INPUT, JSON_BODY, STORE_ERRORS, TEMPORAL_ERRORS, require_json
 from api.routes.orders import IdempotencyKey, accepted
-from api.schemas import ID_PATTERN, ErrorBody, OrderAccepted, Strict
+from api.schemas import ErrorBody
 from api.services import Services, ServicesDep
+from orders import sagas
+from orders.errors import invalid
+from orders.schemas import ID_PATTERN, OrderAccepted, Strict
 from regions import carts
 from regions.catalog import PRODUCTS_BY_SKU
 from regions.store import Store
@@ -117,20 +119,15 @@ async def checkout(
     """Orders the merged cart of the region asked, with that region as home; the order's saga
     takes the checked-out items out of the cart once it completes."""
     store = _store(services, region)
-    try:
-        saga_status, started = await sagas.checkout(
-            services.client,
-            services.settings,
-            services.stores,
-            store.region,
-            customer,
-            idempotency_key,
-            body.payment_token,
-        )
-    except sagas.IdempotencyConflict as conflict:
-        raise HTTPException(409, str(conflict)) from None
-    except sagas.EmptyCart as empty:
-        raise HTTPException(409, str(empty)) from None
+    saga_status, started = await sagas.checkout(
+        services.client,
+        services.settings,
+        services.stores,
+        store.region,
+        customer,
+        idempotency_key,
+        body.payment_token,
+    )
     return accepted(response, services, idempotency_key, saga_status, started=started)
 
 

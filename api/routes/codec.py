@@ -19,9 +19,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from temporalio.api.common.v1 import Payload, Payloads
 
 from api.auth import UNAUTHORISED, RequireCodecAccess
-from api.errors import BAD_INPUT, JSON_BODY, invalid, require_json
+from api.errors import BAD_INPUT, JSON_BODY, require_json
 from api.schemas import ErrorBody
-from geosaga.codec import DecryptionError, EncryptionCodec
+from foundation.codec import DecryptionError, EncryptionCodec
+from orders.errors import invalid
 
 PREFIX = "/codec"
 CORS_HEADERS = ("Authorization", "Content-Type", "X-Namespace")

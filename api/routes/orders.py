@@ -3,22 +3,13 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 
-from api import operations, sagas
 from api.errors import BAD_INPUT, JSON_BODY, TEMPORAL_ERRORS, require_json
-from api.schemas import (
-    ID_PATTERN,
-    ActionAccepted,
-    ErrorBody,
-    OrderAccepted,
-    OrderRequest,
-    OrderSummary,
-    OrderView,
-    RerunAccepted,
-    ResolutionIn,
-)
+from api.schemas import ActionAccepted, ErrorBody, RerunAccepted, ResolutionIn
 from api.services import Services, ServicesDep
+from orders import operations, sagas
+from orders.schemas import ID_PATTERN, OrderAccepted, OrderRequest, OrderSummary, OrderView
 from workflows.contract import SagaStatus
 
 router = APIRouter(prefix="/orders", tags=["orders"], responses=BAD_INPUT)
@@ -51,12 +42,9 @@ async def submit_order(
 ) -> OrderAccepted:
     """Starts the order's saga; the same key with the same body returns the same order."""
     sagas.validate(services.settings, order)
-    try:
-        saga_status, started = await sagas.submit(
-            services.client, services.settings, services.stores, idempotency_key, order
-        )
-    except sagas.IdempotencyConflict as conflict:
-        raise HTTPException(409, str(conflict)) from None
+    saga_status, started = await sagas.submit(
+        services.client, services.settings, services.stores, idempotency_key, order
+    )
     return accepted(response, services, idempotency_key, saga_status, started=started)
 
 
@@ -93,10 +81,7 @@ async def list_orders(
 @router.get("/{order_id}", response_model=OrderView, responses=_ERRORS)
 async def get_order(order_id: OrderId, services: ServicesDep) -> OrderView:
     """The saga's status, allocations, steps and compensations."""
-    try:
-        return await sagas.read(services.client, services.settings, order_id)
-    except sagas.OrderNotFound:
-        raise HTTPException(404, f"no order {order_id!r}") from None
+    return await sagas.read(services.client, services.settings, order_id)
 
 
 @router.post(
@@ -145,14 +130,9 @@ async def resolve(
 )
 async def rerun(order_id: OrderId, services: ServicesDep) -> RerunAccepted:
     """Runs a failed or terminated saga again: reset to its last good point, or a fresh run."""
-    try:
-        done = await operations.rerun(
-            services.client, services.settings, order_id, reason="rerun requested through the API"
-        )
-    except sagas.OrderNotFound:
-        raise HTTPException(404, f"no order {order_id!r}") from None
-    except operations.Refused as refused:
-        raise HTTPException(409, str(refused)) from None
+    done = await operations.rerun(
+        services.client, services.settings, order_id, reason="rerun requested through the API"
+    )
     return RerunAccepted(
         order_id=order_id,
         action=done.action,
@@ -162,17 +142,9 @@ async def rerun(order_id: OrderId, services: ServicesDep) -> RerunAccepted:
 
 
 async def _act(services: Services, order_id: str, action: Awaitable[str]) -> ActionAccepted:
-    try:
-        message = await action
-    except sagas.OrderNotFound:
-        raise HTTPException(404, f"no order {order_id!r}") from None
-    except operations.Refused as refused:
-        raise HTTPException(409, str(refused)) from None
-    except operations.NotAnswered as late:
-        raise HTTPException(503, str(late), headers={"Retry-After": "5"}) from None
     return ActionAccepted(
         order_id=order_id,
         accepted=True,
-        message=message,
+        message=await action,
         links=sagas.links(services.settings, order_id),
     )

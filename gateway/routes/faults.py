@@ -4,8 +4,8 @@ import logging
 
 from fastapi import APIRouter
 
+from foundation.settings import GatewayFaults
 from gateway.state import StateDep
-from geosaga.settings import GatewayFaults
 
 router = APIRouter(prefix="/faults", tags=["faults"])
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from geosaga.settings import Settings
+from foundation.settings import Settings
 from geosaga.torture.operator import ACTOR, Operator
 from geosaga.torture.sagas import SagaRun, latest_runs
 

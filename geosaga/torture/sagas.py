@@ -9,7 +9,7 @@ from datetime import datetime
 
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from geosaga.settings import Settings
+from foundation.settings import Settings
 from geosaga.torture.clientlog import Exchange
 from workflows.contract import (
     SAGA_REASON,

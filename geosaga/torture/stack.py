@@ -25,9 +25,9 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
+from foundation.settings import Settings
+from foundation.temporal import connect
 from geosaga.devserver import DevServer, free_port, wait_for_port, wait_until_serving
-from geosaga.settings import Settings
-from geosaga.temporal import connect
 from geosaga.torture import postgres
 from geosaga.torture.proxy import Proxies
 from geosaga.torture.schedule import (

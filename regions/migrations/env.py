@@ -37,7 +37,7 @@ def run(connection: Connection) -> None:
 
 
 def run_from_command_line() -> None:
-    from geosaga.settings import Settings
+    from foundation.settings import Settings
     from regions.store import Store
 
     settings = Settings()

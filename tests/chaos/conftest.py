@@ -17,8 +17,8 @@ import pytest_asyncio
 from temporalio.client import Client
 
 from api.main import create_app
+from foundation.temporal import connect
 from geosaga.check import Report, check, summary
-from geosaga.temporal import connect
 from regions.store import Store, close_stores, open_stores
 from tests.chaos.stack import ChaosStack
 from tests.helpers import auth_headers, new_key, order, outcome, stock

@@ -21,8 +21,8 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
+from foundation.settings import Settings
 from geosaga.devserver import DevServer, free_port, wait_for_port, wait_until_serving
-from geosaga.settings import Settings
 from tests.gateway_server import TEST_GATEWAY_KEY, gateway_process
 
 

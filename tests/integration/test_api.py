@@ -13,8 +13,8 @@ from sqlmodel import select
 from temporalio.client import Client
 
 from api.main import create_app
+from foundation.settings import Settings
 from geosaga.devserver import free_port
-from geosaga.settings import Settings
 from regions.models import Capture
 from regions.store import Store
 from tests.helpers import auth_headers, new_key, order, outcome, place, stock, submit

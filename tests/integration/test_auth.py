@@ -19,8 +19,8 @@ import pytest
 from pydantic import SecretStr
 
 from api.main import create_app
-from geosaga.security import DEV_API_KEY, ConfigurationError
-from geosaga.settings import Settings
+from foundation.security import DEV_API_KEY, ConfigurationError
+from foundation.settings import Settings
 from tests.helpers import TEST_API_KEY, order
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -167,7 +167,7 @@ async def test_a_key_is_compared_in_constant_time_against_every_key(
         compared.append((given, expected))
         return real(given, expected)
 
-    monkeypatch.setattr("geosaga.security.hmac.compare_digest", spy)
+    monkeypatch.setattr("foundation.security.hmac.compare_digest", spy)
     async with serve(api_keys=(SecretStr(TEST_API_KEY), SecretStr(OTHER_KEY))) as http:
         response = await http.put(
             "/regions/us-east/stock/SKU-1", json={"on_hand": 1}, headers=bearer(TEST_API_KEY)

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from starlette.types import Message
 
 from api.main import create_app
-from geosaga.settings import Settings
+from foundation.settings import Settings
 from regions.store import Store
 from tests.helpers import TEST_API_KEY, new_key, order, stock
 

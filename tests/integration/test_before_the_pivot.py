@@ -12,8 +12,8 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
-from api import operations
-from geosaga.settings import Settings
+from foundation.settings import Settings
+from orders import operations
 from regions.store import Store
 from tests.cluster import Cluster
 from tests.helpers import assert_invariants, order, outcome, stock, submit, until

@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client
 
-from geosaga.settings import Settings
+from foundation.settings import Settings
 from regions.store import Store
 from tests.cluster import Cluster
 from tests.helpers import new_key, outcome, stock

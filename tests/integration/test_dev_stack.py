@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from foundation.security import DEV_API_KEY, DEV_GATEWAY_KEY
 from geosaga.devserver import free_port
-from geosaga.security import DEV_API_KEY, DEV_GATEWAY_KEY
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 CONTRACT_API = "http://127.0.0.1:8000"

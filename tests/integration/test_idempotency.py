@@ -24,7 +24,7 @@ from activities.gateway import GatewayUnavailable
 from activities.gateway_client import HttpGateway
 from activities.payments import PaymentActivities
 from activities.stock import StockActivities
-from geosaga.settings import Settings
+from foundation.settings import Settings
 from regions.models import (
     Authorisation,
     AuthorisationStatus,

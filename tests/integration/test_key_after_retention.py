@@ -21,13 +21,13 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.main import create_app
-from geosaga.settings import Settings
-from geosaga.temporal import connect, ensure_search_attributes
+from foundation.settings import Settings
+from foundation.temporal import connect, ensure_search_attributes
 from regions.models import Capture, OrderRequest
 from regions.store import Store
 from tests.cluster import Cluster
 from tests.helpers import auth_headers, new_key, on_hand, order, outcome, stock, submit
-from workflows.contract import SagaStatus, workflow_id
+from workflows.contract import SEARCH_ATTRIBUTES, SagaStatus, workflow_id
 
 
 @pytest_asyncio.fixture
@@ -50,7 +50,7 @@ async def forgetful(
         except RPCError:
             await asyncio.sleep(0.05)
     # As where the saga once ran: a second start there would succeed.
-    await ensure_search_attributes(other)
+    await ensure_search_attributes(other, SEARCH_ATTRIBUTES)
     app = create_app(elsewhere)
     async with (
         app.router.lifespan_context(app),
@@ -124,8 +124,8 @@ async def test_a_key_kept_before_its_saga_started_starts_it(
     api: httpx.AsyncClient, client: Client, stores: dict[str, Store]
 ) -> None:
     """A request that died between keeping the key and starting the saga: the retry starts it."""
-    from api.sagas import fingerprint
-    from api.schemas import OrderRequest as OrderBody
+    from orders.sagas import fingerprint
+    from orders.schemas import OrderRequest as OrderBody
     from regions import order_requests
 
     stock(stores, {"us-east": {"SKU-1": 10}})

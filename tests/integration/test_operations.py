@@ -21,10 +21,10 @@ from temporalio.api.workflowservice.v1 import (
 )
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from api import operations
 from api.main import create_app
+from foundation.settings import Settings
 from geosaga.devserver import DevServer, temporal_cli
-from geosaga.settings import Settings
+from orders import operations
 from regions.models import Authorisation, AuthorisationStatus
 from regions.store import Store
 from tests.cluster import Cluster

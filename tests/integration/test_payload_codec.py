@@ -22,12 +22,12 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHistory
 
-from geosaga.codec import DecryptionError, is_encrypted
+from foundation.codec import DecryptionError, is_encrypted
+from foundation.security import DEV_API_KEY, DEV_PAYLOAD_KEY, DEV_PAYLOAD_KEY_ID
+from foundation.settings import Settings
+from foundation.temporal import connect
 from geosaga.devserver import DevServer, temporal_cli
 from geosaga.replay import Source, replay
-from geosaga.security import DEV_API_KEY, DEV_PAYLOAD_KEY, DEV_PAYLOAD_KEY_ID
-from geosaga.settings import Settings
-from geosaga.temporal import connect
 from regions.store import Store
 from tests.helpers import new_key, order, place, stock
 from workflows.contract import SagaStatus, workflow_id

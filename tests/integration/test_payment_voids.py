@@ -22,7 +22,7 @@ from activities.contract import AuthorisationKey, AuthorisePayment
 from activities.gateway import GatewayUnavailable
 from activities.gateway_client import HttpGateway
 from activities.payments import PaymentActivities
-from geosaga.settings import Settings
+from foundation.settings import Settings
 from regions.models import Authorisation, AuthorisationStatus, ProcessedKey
 from regions.store import Store
 from tests.gateway_server import GatewayServer

@@ -22,10 +22,10 @@ from rich.console import Console
 from temporalio.api.enums.v1 import EventType, TaskQueueKind
 from temporalio.client import Client
 
+from foundation.settings import Settings
 from geosaga.devserver import DevServer, temporal_cli, wait_for_port
 from geosaga.replay import Outcome, history_files, read_history, replay, replay_all
-from geosaga.replay_report import report
-from geosaga.settings import Settings
+from geosaga.replay.report import report
 from regions.store import Store
 from tests.cluster import Cluster
 from tests.helpers import assert_invariants, order, place, stock

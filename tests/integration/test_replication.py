@@ -19,16 +19,16 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
 
 from activities.contract import ActivityName
-from geosaga.settings import Settings
+from foundation.settings import Settings
 from regions import views
 from regions.events import Envelope, Event, StockLevelChanged
 from regions.hlc import Timestamp, wall_ms
 from regions.models import InboxEvent, OrderView, OutboxEvent, StockView
 from regions.outbox import kept
 from regions.store import Store
-from regions.worker import relays_from
 from tests.cluster import Cluster
 from tests.helpers import order, place, stock
+from worker.process import relays_from
 from workflows.relay import Relay
 from workflows.relay_contract import relay_id
 

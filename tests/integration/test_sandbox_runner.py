@@ -1,5 +1,5 @@
 """The workers' workflow runner skips the SDK's per-payload trip into the sandbox only where
-the answer cannot matter, and workflow code stays sandboxed (regions/sandbox.py)."""
+the answer cannot matter, and workflow code stays sandboxed (worker/sandbox.py)."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from temporalio.converter import (
 )
 from temporalio.worker import Worker
 
-from geosaga.settings import Settings
-from geosaga.temporal import data_converter
-from regions.sandbox import ContextFreeSandboxRunner, is_context_free
-from regions.worker import workflow_worker
+from foundation.settings import Settings
+from foundation.temporal import data_converter
 from tests.integration.sandbox_probe import SandboxProbe, echo
+from worker.process import workflow_worker
+from worker.sandbox import ContextFreeSandboxRunner, is_context_free
 
 
 class _PerWorkflowCodec(PayloadCodec, WithSerializationContext):

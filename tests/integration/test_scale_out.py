@@ -24,10 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 from temporalio.api.enums.v1 import EventType
 
+from foundation.settings import Settings
+from foundation.temporal import connect
 from geosaga.check import check, summary
 from geosaga.devserver import DevServer, free_port
-from geosaga.settings import Settings
-from geosaga.temporal import connect
 from regions.store import Store, close_stores, open_stores
 from tests.gateway_server import GatewayServer, gateway_process
 from tests.helpers import TEST_API_KEY, order, outcome, stock

@@ -63,9 +63,9 @@ from schemathesis.checks import (
 
 import api.routes
 from api.main import create_app
+from foundation.settings import Settings
+from foundation.temporal import connect
 from geosaga.devserver import free_port
-from geosaga.settings import Settings
-from geosaga.temporal import connect
 from regions.store import Store
 from tests.cluster import Cluster
 from tests.helpers import TEST_API_KEY, new_key, order, stock

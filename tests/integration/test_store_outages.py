@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlmodel import col, select
 
 from api.main import create_app
-from geosaga.settings import Settings
+from foundation.settings import Settings
 from regions.events import STOCK
 from regions.models import DeadLetter, OutboxEvent, Stock
 from regions.store import Store

@@ -19,14 +19,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client
 
 from api.main import create_app
+from foundation.settings import Settings
+from foundation.telemetry import worker_runtime
+from foundation.temporal import connect
 from geosaga.devserver import free_port
-from geosaga.saga_metrics import OUTCOMES, STEP_DURATION
-from geosaga.settings import Settings
-from geosaga.telemetry import worker_runtime
-from geosaga.temporal import connect
 from regions.store import Store
 from tests.cluster import Cluster
 from tests.helpers import auth_headers, order, place, stock
+from worker.saga_metrics import OUTCOMES, STEP_DURATION
 from workflows.contract import SagaStatus
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from geosaga.codec import is_encrypted
+from foundation.codec import is_encrypted
 from geosaga.devserver import DevServer
 from regions.store import Store
 from tests.browser import SharedChromium, WorkflowPages, read_workflow

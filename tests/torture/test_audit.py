@@ -28,8 +28,8 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 
 from api.main import create_app
+from foundation.settings import Settings
 from geosaga.devserver import DevServer, free_port
-from geosaga.settings import Settings
 from geosaga.torture.audit import AuditReport, RunRecord, Violation, audit
 from geosaga.torture.audit.stores import behind
 from geosaga.torture.clientlog import ClientLog, Exchange, LoggedClient

@@ -13,16 +13,16 @@ from pydantic import SecretStr, ValidationError
 from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowHistory
 
-from geosaga.codec import ENCODING, DecryptionError, EncryptionCodec, is_encrypted
-from geosaga.security import (
+from foundation.codec import ENCODING, DecryptionError, EncryptionCodec, is_encrypted
+from foundation.security import (
     DEV_PAYLOAD_KEY,
     DEV_PAYLOAD_KEY_ID,
     ConfigurationError,
     Keyring,
     payload_keyring,
 )
-from geosaga.settings import Settings
-from geosaga.temporal import data_converter
+from foundation.settings import Settings
+from foundation.temporal import data_converter
 from workflows.contract import Allocation
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"

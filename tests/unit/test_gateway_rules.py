@@ -7,10 +7,10 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from foundation.settings import GatewayFaults
 from gateway import tokens
 from gateway.faults import Faults
 from gateway.money import from_minor, to_minor
-from geosaga.settings import GatewayFaults
 
 amounts = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("9999999999.99"), places=2)
 attempts = st.integers(min_value=1, max_value=50)

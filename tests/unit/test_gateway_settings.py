@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from geosaga.security import DEV_GATEWAY_KEY, ConfigurationError, gateway_key
-from geosaga.settings import Settings
+from foundation.security import DEV_GATEWAY_KEY, ConfigurationError, gateway_key
+from foundation.settings import Settings
 
 
 def test_defaults_listen_on_8100_with_a_sqlite_ledger_in_the_data_directory() -> None:

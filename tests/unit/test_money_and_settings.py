@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from geosaga.settings import Settings
+from foundation.settings import Settings
 from regions.money import from_minor, to_minor
 from workflows.contract import SagaOptions
 

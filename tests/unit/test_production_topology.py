@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,8 @@ import yaml
 from jsonschema import Draft7Validator
 from sqlalchemy.engine import make_url
 
-from geosaga.security import api_keys, gateway_key, payload_keyring
-from geosaga.settings import Settings
+from foundation.security import api_keys, gateway_key, payload_keyring
+from foundation.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -147,7 +148,7 @@ def test_every_geosaga_variable_is_a_setting() -> None:
         for variable in service.get("environment", {}):
             assert variable.startswith(SETTINGS_PREFIX), f"{name}: {variable} is not GEOSAGA_*"
             field = variable.removeprefix(SETTINGS_PREFIX).lower()
-            assert field in fields, f"{name}: {variable} is not read by geosaga/settings.py"
+            assert field in fields, f"{name}: {variable} is not read by foundation/settings.py"
 
 
 def test_every_geosaga_service_gets_valid_production_settings() -> None:
@@ -286,7 +287,12 @@ def test_the_image_runs_the_geosaga_command() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
 
     assert 'ENTRYPOINT ["geosaga"]' in dockerfile
-    for package in ("geosaga", "workflows", "activities", "api", "regions", "gateway"):
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [
+        name.rstrip("*") for name in project["tool"]["setuptools"]["packages"]["find"]["include"]
+    ]
+    assert "geosaga" in packages
+    for package in packages:
         assert f"COPY {package} {package}" in dockerfile, package
     for name, service in geosaga_services().items():
         assert service["build"] == ".", name

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from geosaga.bench_scale import MemorySampler
+from geosaga.bench.scale import MemorySampler
 
 
 def _sampler(samples: list[tuple[float, float]], warm_at: float | None) -> MemorySampler:

@@ -11,8 +11,8 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from geosaga.settings import Settings
-from geosaga.telemetry import NO_TRACE, log_handler, worker_runtime
+from foundation.settings import Settings
+from foundation.telemetry import NO_TRACE, log_handler, worker_runtime
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Security settings parsed from GEOSAGA_* variables, and the Temporal client that
-`geosaga.temporal.connect` builds from them: TLS, mTLS, server name, API key, payload codec.
+`foundation.temporal.connect` builds from them: TLS, mTLS, server name, API key, payload codec.
 
 No TLS server runs here: the client is built lazily (it connects on first use), which is
 enough to see every option reach it.
@@ -20,10 +20,10 @@ from pydantic import ValidationError
 from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
 from temporalio.service import TLSConfig
 
-from geosaga.codec import EncryptionCodec
-from geosaga.security import DEV_API_KEY, ConfigurationError, api_keys
-from geosaga.settings import Settings
-from geosaga.temporal import connect, connect_options, tls_config
+from foundation.codec import EncryptionCodec
+from foundation.security import DEV_API_KEY, ConfigurationError, api_keys
+from foundation.settings import Settings
+from foundation.temporal import connect, connect_options, tls_config
 
 
 @pytest.fixture(autouse=True)

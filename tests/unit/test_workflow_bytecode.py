@@ -1,5 +1,5 @@
 """Workers write the bytecode of their workflows' modules, which the sandbox imports afresh for
-every workflow run; without it each import compiles the source (regions/sandbox.py)."""
+every workflow run; without it each import compiles the source (worker/sandbox.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from regions.sandbox import compile_workflow_modules
+from worker.sandbox import compile_workflow_modules
 
 
 def test_a_workflow_module_without_bytecode_gets_it(

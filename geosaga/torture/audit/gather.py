@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from geosaga.temporal import connect
+from foundation.temporal import connect
 from geosaga.torture.audit import requests
 from geosaga.torture.audit.evidence import Evidence, LedgerEntry, Saga
 from geosaga.torture.audit.faults import read_faults

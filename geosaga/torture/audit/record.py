@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geosaga.settings import Settings
+from foundation.settings import Settings
 
 # The rules, in the order the report lists them.
 RULES = (
@@ -27,7 +27,7 @@ class RunRecord:
     """A finished run: its folder and how to reach what it left behind.
 
     `settings` gives the Temporal address, namespace and payload keys (the client comes from
-    geosaga.temporal.connect), the saga task queue (which sagas are this run's), the default
+    foundation.temporal.connect), the saga task queue (which sagas are this run's), the default
     region of cart requests without `X-Region` and the cart removal window. `seed_stock` is
     stock the harness set straight in the stores (not through the API, so not in the client
     log) before the workload began: region → SKU → on hand.

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from geosaga.replay import Outcome
+from geosaga.replay.histories import Outcome
 
 LABEL_WIDTH = 9
 

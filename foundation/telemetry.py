@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
-from geosaga.settings import Settings
+from foundation.settings import Settings
 
 TEXT_FORMAT = "%(asctime)s %(name)s %(levelname)s [trace=%(trace_id)s span=%(span_id)s] %(message)s"
 NO_TRACE = "-"

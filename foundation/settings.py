@@ -176,7 +176,7 @@ class Settings(BaseSettings):
     temporal_tls_server_name: str | None = None
     temporal_api_key: SecretStr | None = None
 
-    # Telemetry (geosaga/telemetry.py; README, "Production"). A worker serves the Temporal
+    # Telemetry (foundation/telemetry.py; README, "Production"). A worker serves the Temporal
     # SDK's metrics and the saga's for Prometheus at http://<host>:<port>/metrics when a port
     # is set (each worker process needs its own). Tracing makes spans from the HTTP request
     # through the saga to every activity, exported to an OTLP/HTTP collector when an endpoint
@@ -189,7 +189,7 @@ class Settings(BaseSettings):
 
     # The payment gateway (docs/gateway.md): where `geosaga gateway` listens and keeps its
     # ledger (None: a SQLite file in the data directory), where workers call it, with which key
-    # (development falls back to a published one: geosaga/security.py), and how long a worker
+    # (development falls back to a published one: foundation/security.py), and how long a worker
     # waits for an answer (connecting: 2 s) before the activity fails and Temporal retries it.
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=8100, ge=1, le=65535)

@@ -30,12 +30,13 @@ from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.replication import ReplicationActivities
 from activities.stock import StockActivities
-from geosaga.saga_metrics import SagaMetrics
-from geosaga.settings import Settings
-from geosaga.temporal import connect, ensure_search_attributes
-from regions.sandbox import ContextFreeSandboxRunner, compile_workflow_modules, is_context_free
+from foundation.settings import Settings
+from foundation.temporal import connect, ensure_search_attributes
 from regions.store import Store
 from regions.unavailable import StoreUnavailable, store_failure
+from worker.saga_metrics import SagaMetrics
+from worker.sandbox import ContextFreeSandboxRunner, compile_workflow_modules, is_context_free
+from workflows.contract import SEARCH_ATTRIBUTES
 from workflows.floor import Floor
 from workflows.order_saga import OrderSaga
 from workflows.relay import Relay
@@ -92,7 +93,7 @@ def workflow_worker(
     """
     queue = settings.workflow_task_queue
     workflows = [OrderSaga, Relay, Floor]
-    # Saga outcomes and step latencies, exported with the SDK's metrics (geosaga/saga_metrics.py).
+    # Saga outcomes and step latencies, exported with the SDK's metrics (worker/saga_metrics.py).
     metrics = [SagaMetrics(settings.region_task_queue_prefix)]
     options: dict[str, Any] = {}
     if max_cached_workflows is not None:
@@ -107,7 +108,7 @@ def _tuned_runner(client: Client) -> WorkflowRunner:
     """The SDK's sandbox with its restrictions: clocks, I/O and randomness in workflow code
     raise. Passing every module through (row 3 of BENCHMARKS.md) had let the workflows' own
     modules read the clock unchecked; what it saved comes back from not asking the sandbox
-    for serialization contexts payload by payload (rows 16 and 17, regions/sandbox.py)."""
+    for serialization contexts payload by payload (rows 16 and 17, worker/sandbox.py)."""
     sandbox = SandboxedWorkflowRunner()
     if is_context_free(client.data_converter):
         return ContextFreeSandboxRunner(sandbox)
@@ -220,7 +221,7 @@ async def _serve_region(
     client = await _connect_when_up(settings, stop)
     if client is None:
         return
-    await ensure_search_attributes(client)
+    await ensure_search_attributes(client, SEARCH_ATTRIBUTES)
     store = Store(
         region, settings.database_url(region), timeout_seconds=settings.store_timeout_seconds
     )

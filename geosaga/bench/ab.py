@@ -18,11 +18,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from geosaga.bench import Bench, _concurrently, _per_run, http_session
-from geosaga.bench_procs import cpu_seconds, stack_processes
-from geosaga.bench_stack import spawned
-from geosaga.security import api_keys
-from geosaga.temporal import connect
+from foundation.security import api_keys
+from foundation.temporal import connect
+from geosaga.bench.procs import cpu_seconds, stack_processes
+from geosaga.bench.saga import Bench, concurrently, http_session, per_run
+from geosaga.bench.stack import spawned
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,9 @@ async def _ready(stack: AsyncExitStack, overrides: dict[str, str]) -> Bench:
 async def _load(bench: Bench, orders: int, concurrency: int) -> tuple[float, dict[str, float]]:
     before = cpu_seconds(bench.processes)
     started = time.perf_counter()
-    await _concurrently(bench.saga, orders, concurrency, "sagas", Console(quiet=True))
+    await concurrently(bench.saga, orders, concurrency, "sagas", Console(quiet=True))
     seconds = time.perf_counter() - started
-    return round(orders / seconds, 2), _per_run(before, cpu_seconds(bench.processes), orders)
+    return round(orders / seconds, 2), per_run(before, cpu_seconds(bench.processes), orders)
 
 
 def report(result: AB, console: Console) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
-from geosaga.bench import Bench
+from geosaga.bench.saga import Bench
 
 _ORDERS_PER_HEAL = 10
 _POLL_SECONDS = 0.02

@@ -26,10 +26,10 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 from temporalio.workflow._definition import _Definition  # the SDK's own reading of @workflow.defn
 
-from geosaga.codec import EncryptionCodec
-from geosaga.history_events import describe_event, only_scheduled
-from geosaga.settings import Settings
-from geosaga.temporal import connect, data_converter
+from foundation.codec import EncryptionCodec
+from foundation.settings import Settings
+from foundation.temporal import connect, data_converter
+from geosaga.replay.events import describe_event, only_scheduled
 from workflows.order_saga import OrderSaga
 
 NONDETERMINISM_HINT = (

@@ -23,10 +23,10 @@ from rich.table import Table
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from api.sagas import fingerprint, order_input, start
-from api.schemas import OrderRequest
-from geosaga.bench_procs import cpu_seconds
-from geosaga.settings import Settings
+from foundation.settings import Settings
+from geosaga.bench.procs import cpu_seconds
+from orders.sagas import fingerprint, order_input, start
+from orders.schemas import OrderRequest
 from workflows.contract import FLOOR_WORKFLOW, local_order_shape, workflow_id
 from workflows.order_saga import OrderSaga
 
@@ -261,7 +261,7 @@ async def run(
     sampling = asyncio.create_task(bench.sample_lag(lags))
     try:
         saga_pairs, seconds = await _timed(
-            _concurrently(bench.saga, orders, concurrency, "sagas", console)
+            concurrently(bench.saga, orders, concurrency, "sagas", console)
         )
     finally:
         sampling.cancel()
@@ -285,14 +285,14 @@ async def run(
         saga_steps=await step_timings(bench.client, bench.saga_ids[-50:]),
         floor_steps=await step_timings(bench.client, bench.floor_ids[-50:]),
         cpu_ms={
-            "floor": _per_run(cpu_before, cpu_between, orders),
-            "saga": _per_run(cpu_between, cpu_after, orders),
+            "floor": per_run(cpu_before, cpu_between, orders),
+            "saga": per_run(cpu_between, cpu_after, orders),
         },
         replication_lag=Percentiles.of(lags),
     )
 
 
-def _per_run(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
+def per_run(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
     """Milliseconds of CPU each process spent per run, and their total."""
     spent = {name: round((after[name] - before.get(name, 0.0)) / runs * 1000, 1) for name in after}
     return {**dict(sorted(spent.items())), "total": round(sum(spent.values()), 1)}
@@ -310,11 +310,11 @@ async def _concurrent(
     label: str,
     console: Console,
 ) -> Phase:
-    latencies, seconds = await _timed(_concurrently(action, count, concurrency, label, console))
+    latencies, seconds = await _timed(concurrently(action, count, concurrency, label, console))
     return _phase(latencies, seconds)
 
 
-async def _concurrently(
+async def concurrently(
     action: Callable[[int], Awaitable[T]],
     count: int,
     concurrency: int,

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from foundation.settings import Settings
 from geosaga.devserver import free_port
-from geosaga.settings import Settings
 
 # What the dev stack looked like before tuning (see BENCHMARKS.md): the dev server's own
 # SQLite defaults, dynamic config and Go GC target, and the SDK's default worker options.

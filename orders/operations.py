@@ -26,8 +26,9 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.sagas import describe, order_input_of, search_attributes, status_of
-from geosaga.settings import Settings
+from foundation.settings import Settings
+from orders.errors import NotAnswered, Refused
+from orders.sagas import describe, order_input_of, search_attributes, status_of
 from workflows.contract import (
     CancelRequest,
     ResolveRequest,
@@ -45,15 +46,6 @@ _RERUNNABLE = (
     WorkflowExecutionStatus.TIMED_OUT,
     WorkflowExecutionStatus.CANCELED,
 )
-
-
-class Refused(Exception):
-    """The saga (or Temporal) declined the request; the message says why."""
-
-
-class NotAnswered(Exception):
-    """The saga did not answer in time: no worker took its workflow task (all down, cut off
-    or busy). The request is kept by Temporal and may still take effect."""
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,15 @@ from typing import Any
 
 from rich.console import Console
 
-from geosaga import bench, bench_heal, bench_scale
-from geosaga.bench_procs import stack_processes
-from geosaga.bench_stack import STOCK, spawned
-from geosaga.security import api_keys
-from geosaga.settings import Settings
-from geosaga.telemetry import tracer_provider
-from geosaga.temporal import connect
+from foundation.security import api_keys
+from foundation.settings import Settings
+from foundation.telemetry import tracer_provider
+from foundation.temporal import connect
+from geosaga.bench import heal as bench_heal
+from geosaga.bench import saga as bench
+from geosaga.bench import scale as bench_scale
+from geosaga.bench.procs import stack_processes
+from geosaga.bench.stack import STOCK, spawned
 
 
 @dataclass(frozen=True)

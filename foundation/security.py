@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from geosaga.settings import Settings
+from foundation.settings import Settings
 
 # Published in the README: anyone may read these. Development only.
 DEV_API_KEY = "geosaga-local-dev-key"

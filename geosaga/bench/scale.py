@@ -21,8 +21,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from geosaga.bench import Bench, Percentiles, _concurrently
-from geosaga.bench_procs import TEMPORAL, cpu_seconds, machine_times, rss_mb, stack_processes
+from geosaga.bench.procs import TEMPORAL, cpu_seconds, machine_times, rss_mb, stack_processes
+from geosaga.bench.saga import Bench, Percentiles, concurrently
 
 _SAMPLE_SECONDS = 5.0
 
@@ -149,7 +149,7 @@ async def scale(
             action = _warming(bench, sampler, warmup) if soak and 0 < warmup < count else bench.saga
             cpu_before, machine_before = cpu_seconds(processes), machine_times()
             started = time.perf_counter()
-            pairs = await _concurrently(action, count, concurrency, f"{count} orders", console)
+            pairs = await concurrently(action, count, concurrency, f"{count} orders", console)
             seconds = time.perf_counter() - started
             cpu_after, machine_after = cpu_seconds(processes), machine_times()
             used = sum(cpu_after.values()) - sum(cpu_before.values())

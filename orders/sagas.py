@@ -7,7 +7,6 @@ import json
 from collections.abc import Mapping
 from datetime import timedelta
 
-from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import (
     Client,
@@ -25,9 +24,9 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import invalid
-from api.schemas import Links, OrderLineIn, OrderRequest, OrderSummary, OrderView
-from geosaga.settings import Settings
+from foundation.settings import Settings
+from orders.errors import EmptyCart, IdempotencyConflict, InvalidRequest, OrderNotFound, invalid
+from orders.schemas import Links, OrderLineIn, OrderRequest, OrderSummary, OrderView
 from regions import carts, order_requests
 from regions.catalog import PRODUCTS_BY_SKU
 from regions.store import Store
@@ -53,18 +52,6 @@ from workflows.order_saga import OrderSaga
 from workflows.trace import saga_summary
 
 _QUERY_TIMEOUT = timedelta(seconds=5)
-
-
-class OrderNotFound(Exception):
-    pass
-
-
-class IdempotencyConflict(Exception):
-    """The key was used before with a different body."""
-
-
-class EmptyCart(Exception):
-    pass
 
 
 def links(settings: Settings, order_id: str) -> Links:
@@ -95,7 +82,7 @@ def validate(settings: Settings, request: OrderRequest) -> None:
                 invalid((*where, "quantity"), f"at most {settings.max_quantity} units per line")
             )
     if errors:
-        raise RequestValidationError(errors)
+        raise InvalidRequest(errors)
 
 
 def order_input(settings: Settings, order_id: str, request: OrderRequest) -> OrderInput:
@@ -359,7 +346,7 @@ async def order_input_of(
         if isinstance(order, OrderInput):
             return order
         break
-    raise OrderNotFound(handle.id)
+    raise OrderNotFound(handle.id.removeprefix(WORKFLOW_ID_PREFIX))
 
 
 def status_of(description: WorkflowExecutionDescription) -> SagaStatus:

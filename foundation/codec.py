@@ -1,7 +1,7 @@
 """The payload codec: AES-256-GCM over every payload the SDK encodes.
 
 Workflow and activity inputs and results, query and update results, signals, memo, the
-Web UI's summaries and details and (with the failure converter in geosaga/temporal.py) failure
+Web UI's summaries and details and (with the failure converter in foundation/temporal.py) failure
 messages reach Temporal only encrypted, so payment tokens and customer data never sit in plain
 text in its database or histories. Search attributes are not payloads the codec sees: Temporal
 indexes them as they are (README says which ones the saga keeps).
@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from geosaga.security import Keyring
+from foundation.security import Keyring
 
 ENCODING = b"binary/encrypted"
 CIPHER = b"AES-256-GCM"

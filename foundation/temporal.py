@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from opentelemetry.trace import TracerProvider
 from temporalio.api.enums.v1 import IndexedValueType
@@ -13,6 +14,7 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client, Interceptor
+from temporalio.common import SearchAttributeKey
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import (
@@ -23,10 +25,9 @@ from temporalio.converter import (
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
-from geosaga.codec import EncryptionCodec
-from geosaga.security import ConfigurationError, payload_keyring
-from geosaga.settings import Settings
-from workflows.contract import SEARCH_ATTRIBUTES
+from foundation.codec import EncryptionCodec
+from foundation.security import ConfigurationError, payload_keyring
+from foundation.settings import Settings
 
 
 class ConnectOptions(TypedDict):
@@ -126,17 +127,19 @@ def _read_pem(path: Path | None, setting: str) -> bytes | None:
     return data
 
 
-def search_attribute_flags() -> list[str]:
+def search_attribute_flags(keys: Sequence[SearchAttributeKey[Any]]) -> list[str]:
     """`--search-attribute Name=Type` arguments for `temporal server start-dev`."""
     flags: list[str] = []
-    for key in SEARCH_ATTRIBUTES:
+    for key in keys:
         kind = "".join(part.title() for part in key.indexed_value_type.name.split("_"))
         flags += ["--search-attribute", f"{key.name}={kind}"]
     return flags
 
 
-async def ensure_search_attributes(client: Client) -> list[str]:
-    """Registers the saga's search attributes that the namespace lacks; returns those added."""
+async def ensure_search_attributes(
+    client: Client, keys: Sequence[SearchAttributeKey[Any]]
+) -> list[str]:
+    """Registers the keys the namespace lacks; returns those added."""
     namespace = client.namespace
     listed = await client.operator_service.list_search_attributes(
         ListSearchAttributesRequest(namespace=namespace)
@@ -144,7 +147,7 @@ async def ensure_search_attributes(client: Client) -> list[str]:
     # The SDK's enum and the API's share their numbers.
     missing = {
         key.name: IndexedValueType.ValueType(key.indexed_value_type.value)
-        for key in SEARCH_ATTRIBUTES
+        for key in keys
         if key.name not in listed.custom_attributes
     }
     if missing:
