@@ -1,1 +1,1 @@
-"""Regions: the catalog, each region's store and the worker that pins a process to a region."""
+"""Regions: the catalog, and one region's store and domain (tables, events, replication, views)."""

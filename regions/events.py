@@ -2,7 +2,7 @@
 
 Every schema is a pydantic model with its type, version and aggregate. A field added later gets
 a default (or is derived from older fields), so an older event still reads: bump `version`
-when the schema changes, never rename or drop a field. `geosaga events schemas` exports them.
+when the schema changes, never rename or drop a field. `geosaga event-schemas` exports them.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("foundation", "regions", "activities", "workflows", "orders", "worker", "api")
-PACKAGES += ("gateway", "geosaga")
+PACKAGES: tuple[str, ...] = ("foundation", "regions", "activities", "workflows", "orders")
+PACKAGES += ("worker", "api", "gateway", "geosaga")
 
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
