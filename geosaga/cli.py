@@ -83,7 +83,7 @@ def api() -> None:
     with _refusing_unsafe_settings():
         served = create_app(settings)
     # No log config of uvicorn's own: its lines go through the process's (trace ids, JSON).
-    # httptools parses HTTP in C: 0.1-0.3 ms less a request than h11 (BENCHMARKS.md).
+    # httptools, not h11: its C parser costs the API less per request (BENCHMARKS.md).
     uvicorn.run(
         served,
         host=settings.api_host,

@@ -2,16 +2,15 @@
 
 For each payload sequence of a workflow task (every command's input, header and summary, every
 result) the SDK asks the workflow, inside its sandbox, which serialization context and which
-external-storage context the payloads get; each ask runs a snippet of code in the sandbox.
-Under load that was ~18 % of a worker's Python CPU (py-spy, BENCHMARKS.md row 16). A data
+external-storage context the payloads get; each ask runs a snippet of code in the sandbox,
+and under load those asks are a large share of a worker's CPU (BENCHMARKS.md). A data
 converter that no context can change (no context-aware part, no external storage) encodes the
 same whatever the answer, so for such a converter this runner answers without entering the
 sandbox. Workflow code itself still runs in the sandbox, with its restrictions.
 
 The sandbox also imports each workflow's module afresh for every workflow run. Without a
 bytecode cache (PYTHONDONTWRITEBYTECODE, common in containers and set on our machines) every
-such import compiles the source again: ~23 % of a worker's Python CPU under load against ~7 %
-with the bytecode there (row 17), so workers write it for their workflows' modules.
+such import compiles the source again, so workers write it for their workflows' modules.
 """
 
 from __future__ import annotations

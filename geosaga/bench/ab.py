@@ -1,10 +1,10 @@
 """`geosaga bench --spawn --against KEY=VALUE`: two stacks at once, one with the settings given,
 each under the same saga load at the same time.
 
-Machines of the bench's kind drift by a third from one minute to the next (BENCHMARKS.md), so
-runs taken one after another cannot tell a 10 % change from the drift. Two stacks loaded side
-by side share the machine's drift and contend for it alike; the ratio of their CPU per saga
-says what the settings did. Two stacks of the same settings come out within 2-3 % of 1.0.
+Machines of the bench's kind drift from one minute to the next by more than a tuning change
+moves, so runs taken one after another cannot tell the two apart. Two stacks loaded side by
+side share the machine's drift and contend for it alike; the ratio of their CPU per saga says
+what the settings did, once it is outside the spread of two equal stacks (BENCHMARKS.md).
 """
 
 from __future__ import annotations

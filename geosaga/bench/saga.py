@@ -33,8 +33,7 @@ from workflows.order_saga import OrderSaga
 T = TypeVar("T")
 
 BENCH_SKU = "SKU-5"
-# Each sample reads every region's store through the API (~8 ms of its CPU): 1 s added
-# ~3 ms of the API's CPU to every saga under load; 2 s halves that.
+# A lag sample costs the API CPU that the sagas under load are charged: one every 2 s.
 _LAG_EVERY = 2.0
 _POST_ATTEMPTS = 2
 # Below uvicorn's 5 s keep-alive, so the pool never sends on a connection the server closes.
@@ -110,8 +109,8 @@ class Result:
 
 
 def http_session(settings: Settings, api_key: str) -> aiohttp.ClientSession:
-    """The bench's HTTP client: aiohttp (httpx added ~2 ms of its own to every POST the bench
-    timed, and took that CPU from the stack under load)."""
+    """The bench's HTTP client: aiohttp, the client that adds least of its own to a timed POST
+    (BENCHMARKS.md)."""
     return aiohttp.ClientSession(
         base_url=settings.api_url,
         headers={"Authorization": f"Bearer {api_key}"},
@@ -243,8 +242,7 @@ async def run(
     raw: list[float] = []
     posted: list[float] = []
     # Interleaved, so both see the same server state, and in a random order within each pair:
-    # the relays ship on a ~1 s cadence, and whichever start always came second met them at
-    # the same point of it (up to 1.7 ms apart at p50 between the two positions).
+    # a fixed order meets the relays' cadence at the same point of it every time.
     order = random.Random(starts)
     for n in range(starts):
         pair: list[tuple[list[float], Callable[[int], Awaitable[float]]]] = [

@@ -2,9 +2,9 @@
 
 While the runs go on, the resident set size (RSS) of the API and of every region worker is
 read from /proc every few seconds (Linux), so a leak shows as growth across the longest run.
-Workers grow while they warm up (workflow cache, statement caches, the allocator's arenas:
-~3,000 orders, BENCHMARKS.md), so the soak's growth is taken from the minute after a warm-up
-number of the run's orders; the growth from its first minute is reported beside it.
+Workers grow while they warm up (workflow cache, statement caches, the allocator's arenas),
+so the soak's growth is taken from the minute after its first `--soak-warmup` orders; the
+growth from its first minute is reported beside it.
 Each run also records the stack's CPU per order and the share of the machine's time its
 hypervisor took (steal): a run that sped up or slowed down says which of the two moved.
 """
