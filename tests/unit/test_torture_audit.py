@@ -349,3 +349,23 @@ def test_a_checkout_refused_while_its_cart_was_empty_is_no_second_answer() -> No
     elsewhere = _checkout(4, 9.0, 409)
     elsewhere = Exchange(**{**elsewhere.__dict__, "headers": {"idempotency-key": "k-cart"}})
     assert found([*exchanges, elsewhere]) == []
+
+
+def _rerun(seq: int, status: int | None) -> Exchange:
+    return Exchange(seq, "operator", 1.0, 1.5, "POST", "/orders/o1/retry", {}, None, status, None)
+
+
+def test_a_rerun_counts_unless_it_was_refused() -> None:
+    """Seed 103 on PostgreSQL at 5 min: Temporal was killed after it took a reset and before
+    it answered, so the rerun answered 503 and still ran."""
+    twice = {"o1": Saga("o1", "COMPLETED", None, None, runs=2)}
+
+    def found(sent: list[Exchange]) -> list[str]:
+        evidence = Evidence(sent, [], [], twice, {}, {}, "us-east")
+        return [v.rule for v in once(evidence) if v.orders == ("o1",)]
+
+    assert found([]) == ["once"]
+    assert found([_rerun(1, 409)]) == ["once"]
+    assert found([_rerun(1, 202)]) == []
+    assert found([_rerun(1, None)]) == []
+    assert found([_rerun(1, 503)]) == []

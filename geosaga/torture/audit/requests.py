@@ -197,7 +197,8 @@ def redrives(exchanges: Iterable[Exchange]) -> dict[str, dict[str, Exchange]]:
 
 def reruns(exchanges: Iterable[Exchange]) -> dict[str, int]:
     """Order → how many reruns (`POST /orders/{id}/retry`) the operator asked for that may
-    have started a run: answered 202, or answer lost."""
+    have started a run: answered 202, answer lost, or a 5xx (Temporal killed after it took
+    the reset and before it answered: the API cannot tell)."""
     counts: dict[str, int] = {}
     for exchange in exchanges:
         match = _ORDER.match(exchange.route)
@@ -205,7 +206,7 @@ def reruns(exchanges: Iterable[Exchange]) -> dict[str, int]:
             exchange.method == "POST"
             and match
             and match["action"] == "/retry"
-            and exchange.status in (202, None)
+            and (exchange.status in (202, None) or exchange.status >= 500)
         ):
             counts[match["order"]] = counts.get(match["order"], 0) + 1
     return counts
