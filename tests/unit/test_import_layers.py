@@ -11,8 +11,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("foundation", "regions", "activities", "workflows", "orders", "worker", "api")
-PACKAGES += ("gateway", "geosaga")
+PACKAGES = (
+    "foundation",
+    "regions",
+    "activities",
+    "workflows",
+    "orders",
+    "worker",
+    "api",
+    "gateway",
+    "geosaga",
+)
 
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
