@@ -1,4 +1,5 @@
-"""How a saga step runs: its activity on its region's queue, recorded in the saga's step table.
+"""How a saga step runs: its activity on its region's queue, recorded in the saga's step table;
+and the rollback a failure before the pivot starts.
 
 `SagaSteps` carries what every step passes alike (the region's task queue, the timeouts and
 retry policy from the order's options, the idempotency key) and keeps the table the `state`
@@ -29,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.contract import (
         SAGA_STATUS,
         OrderInput,
+        Reason,
         SagaState,
         SagaStatus,
         StepRecord,
@@ -40,6 +42,7 @@ R = TypeVar("R", bound=BaseModel)
 
 # Forward steps after the pivot and every compensation retry until they succeed.
 FOREVER = 0
+CANCELLED = "cancelled before payment was captured"
 
 
 def is_cancellation(error: BaseException) -> bool:
@@ -47,6 +50,23 @@ def is_cancellation(error: BaseException) -> bool:
     if isinstance(error, asyncio.CancelledError | CancelledError):
         return True
     return isinstance(error, ActivityError) and isinstance(error.cause, CancelledError)
+
+
+class Rollback(Exception):
+    """Raised before the pivot when the order cannot go on (out of stock, declined, cancelled):
+    the saga compensates what it did and ends with `reason`."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    @classmethod
+    def after(cls, error: BaseException, reason: Reason, *, cancelled: bool) -> Rollback:
+        """The rollback a failed step causes: a cancellation wins over the step's own failure."""
+        if cancelled or is_cancellation(error):
+            return cls(Reason.CANCELLED, CANCELLED)
+        return cls(reason, failure_message(error))
 
 
 class SagaSteps:

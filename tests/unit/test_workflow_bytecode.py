@@ -58,7 +58,8 @@ def test_the_modules_a_workflow_module_imports_from_its_package_get_it_too(
 def test_the_workers_workflows_bring_their_helper_modules() -> None:
     modules = workflow_modules([OrderSaga, Relay, Floor])
 
-    assert {"workflows.saga_steps", "workflows.compensation_rounds"} <= modules
+    helpers = {"allocation", "payment", "saga_steps", "compensation_rounds"}
+    assert {f"workflows.{name}" for name in helpers} <= modules
 
 
 def test_modules_with_no_source_file_are_left_alone() -> None:
