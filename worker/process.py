@@ -105,10 +105,10 @@ def workflow_worker(
 
 
 def _tuned_runner(client: Client) -> WorkflowRunner:
-    """The SDK's sandbox with its restrictions: clocks, I/O and randomness in workflow code
-    raise. Passing every module through (row 3 of BENCHMARKS.md) had let the workflows' own
-    modules read the clock unchecked; what it saved comes back from not asking the sandbox
-    for serialization contexts payload by payload (rows 16 and 17, worker/sandbox.py)."""
+    """The SDK's sandbox with its restrictions, so clocks, I/O and randomness in workflow code
+    raise: workflow modules are never passed through whole. Only the per-payload questions
+    about serialization contexts skip the sandbox, where the answer cannot matter
+    (worker/sandbox.py)."""
     sandbox = SandboxedWorkflowRunner()
     if is_context_free(client.data_converter):
         return ContextFreeSandboxRunner(sandbox)
