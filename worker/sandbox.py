@@ -1,5 +1,9 @@
 """The workflow sandbox without a trip into it for every payload, and with bytecode to import.
 
+The one module outside the tests that uses the SDK's private names (`_Definition`, the
+runner's instance interface, its loggers' module paths): pyproject.toml pins the SDK's minor
+version so a release that moves them fails at install, not in a worker.
+
 For each payload sequence of a workflow task (every command's input, header and summary, every
 result) the SDK asks the workflow, inside its sandbox, which serialization context and which
 external-storage context the payloads get; each ask runs a snippet of code in the sandbox,
@@ -8,9 +12,10 @@ converter that no context can change (no context-aware part, no external storage
 same whatever the answer, so for such a converter this runner answers without entering the
 sandbox. Workflow code itself still runs in the sandbox, with its restrictions.
 
-The sandbox also imports each workflow's module afresh for every workflow run. Without a
-bytecode cache (PYTHONDONTWRITEBYTECODE, common in containers and set on our machines) every
-such import compiles the source again, so workers write it for their workflows' modules.
+The sandbox also imports each workflow's module, and the modules of its package that it
+imports, afresh for every workflow run. Without a bytecode cache (PYTHONDONTWRITEBYTECODE,
+common in containers and set on our machines) every such import compiles the source again, so
+workers write the bytecode of those modules.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 from temporalio.bridge.proto.workflow_activation import WorkflowActivation
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
@@ -35,6 +41,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.workflow import Info, _Definition
 
 log = logging.getLogger(__name__)
+
+# The SDK's loggers that print a traceback for every workflow task that fails (a replay's too).
+WORKFLOW_TASK_LOGGERS = ("temporalio.worker._workflow", "temporalio.worker._workflow_instance")
 
 _SAMPLE_CONTEXTS: tuple[SerializationContext, ...] = (
     WorkflowSerializationContext(namespace="default", workflow_id="order-1"),
@@ -103,7 +112,7 @@ def compile_workflow_modules(workflows: Sequence[type]) -> list[str]:
     the modules left without (a read-only install, say), which the sandbox will compile for
     every run."""
     uncompiled = []
-    for name in sorted({workflow.__module__ for workflow in workflows}):
+    for name in sorted(workflow_modules(workflows)):
         path = getattr(sys.modules.get(name), "__file__", None)
         if path is None or not path.endswith(".py"):
             continue
@@ -115,3 +124,32 @@ def compile_workflow_modules(workflows: Sequence[type]) -> list[str]:
             ", ".join(uncompiled),
         )
     return uncompiled
+
+
+def workflow_modules(workflows: Sequence[type]) -> set[str]:
+    """The workflows' modules and, transitively, the modules of their own package they take
+    names from: the sandbox imports each afresh for a run unless it is passed through."""
+    found: set[str] = set()
+    pending = [workflow.__module__ for workflow in workflows]
+    while pending:
+        name = pending.pop()
+        module = sys.modules.get(name)
+        if name in found or module is None:
+            continue
+        found.add(name)
+        package = name.partition(".")[0]
+        for value in vars(module).values():
+            origin = value.__name__ if isinstance(value, ModuleType) else _module_of(value)
+            if origin and origin.partition(".")[0] == package and origin not in found:
+                pending.append(origin)
+    return found
+
+
+def _module_of(value: object) -> str | None:
+    origin = getattr(value, "__module__", None)
+    return origin if isinstance(origin, str) else None
+
+
+def workflow_type_name(workflow: type) -> str | None:
+    """The type name `@workflow.defn` gave `workflow`; None for a dynamic workflow."""
+    return _Definition.must_from_class(workflow).name

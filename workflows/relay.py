@@ -2,12 +2,12 @@
 
 A relay runs on the destination region's task queue, so the destination's worker runs it: it
 reads a batch with an activity on the source region's queue and applies it as a local activity,
-in the same workflow task that learns of the batch. That is two Temporal tasks a batch instead
-of four (BENCHMARKS.md, row 22). If either region is down, the read waits in the source's queue
-or the relay's own tasks wait in the destination's, so a partition only delays this one pair;
-the other pairs keep flowing. The cursor lives in the workflow and survives continue-as-new;
-the destination skips whatever it has already applied. When a read finds nothing new, the
-relay sweeps the destination's inbox of the source's events (regions/replication.py).
+in the same workflow task that learns of the batch: a batch costs one workflow task and one
+activity task. If either region is down, the read waits in the source's queue or the relay's
+own tasks wait in the destination's, so a partition only delays this one pair; the other pairs
+keep flowing. The cursor lives in the workflow and survives continue-as-new; the destination
+skips whatever it has already applied. When a read finds nothing new, the relay sweeps the
+destination's inbox of the source's events (regions/replication.py).
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ with workflow.unsafe.imports_passed_through():
 
 T = TypeVar("T")
 
-# Relays started before row 22 run on the shared workflow queue and apply with an activity on
-# the destination's; their histories replay on that path, and new runs move.
+# Relays started on the shared workflow queue apply with an activity on the destination's
+# queue; their histories replay on that path, and new runs move to the destination.
 PATCH_RUN_AT_DESTINATION = "relay-runs-at-destination"
 # A quiet source's relay sweeps the destination's inbox, so what waits there (its turn come
 # after a relay restarted past it, a clock that closed in, a predecessor that never came) is

@@ -24,12 +24,12 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
-from temporalio.workflow._definition import _Definition  # the SDK's own reading of @workflow.defn
 
 from foundation.codec import EncryptionCodec
 from foundation.settings import Settings
 from foundation.temporal import connect, data_converter
 from geosaga.replay.events import describe_event, only_scheduled
+from worker.sandbox import WORKFLOW_TASK_LOGGERS, workflow_type_name
 from workflows.order_saga import OrderSaga
 
 NONDETERMINISM_HINT = (
@@ -49,8 +49,6 @@ _CORE_MESSAGE = re.compile(r'message: "((?:[^"\\]|\\.)*)"')
 _ESCAPE = re.compile(r"\\(.)")
 _EVENT_ID = re.compile(r"HistoryEvent\(id: (\d+)")
 _SCHEDULED_TYPE = re.compile(r"scheduled event '([^']+)'")
-# Loggers that print a traceback for every workflow task that fails during a replay.
-_NOISY_LOGGERS = ("temporalio.worker._workflow", "temporalio.worker._workflow_instance")
 
 
 @dataclass(frozen=True)
@@ -161,7 +159,7 @@ async def replay(
     histories recorded without encryption replay as they are.
     """
     # A dynamic workflow (no name) takes any type.
-    names = {_Definition.must_from_class(workflow).name for workflow in workflows}
+    names = {workflow_type_name(workflow) for workflow in workflows}
     checked = [_check_type(source, names) for source in sources]
     histories = [s.history for s in checked if s.history is not None and s.problem is None]
     converter = data_converter(settings or Settings(), encode_failures=False)
@@ -249,7 +247,7 @@ def _quiet(run_ids: set[str]) -> Iterator[None]:
         message = record.getMessage()
         return not any(run_id in message for run_id in run_ids)
 
-    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    loggers = [logging.getLogger(name) for name in WORKFLOW_TASK_LOGGERS]
     for logger in loggers:
         logger.addFilter(keep)
     try:

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from worker.sandbox import compile_workflow_modules
+from worker.sandbox import compile_workflow_modules, workflow_modules
+from workflows.floor import Floor
+from workflows.order_saga import OrderSaga
+from workflows.relay import Relay
 
 
 def test_a_workflow_module_without_bytecode_gets_it(
@@ -29,6 +32,34 @@ def test_a_workflow_module_without_bytecode_gets_it(
 
     assert left == []
     assert cached.exists()
+
+
+def test_the_modules_a_workflow_module_imports_from_its_package_get_it_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "probe_saga"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "steps.py").write_text("def step() -> int:\n    return 1\n")
+    (package / "saga.py").write_text("from probe_saga.steps import step\n\nclass Saga:\n    pass\n")
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("probe_saga", "probe_saga.steps", "probe_saga.saga"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    module = importlib.import_module("probe_saga.saga")
+    steps = package / "steps.py"
+
+    left = compile_workflow_modules([module.Saga])
+
+    assert left == []
+    assert Path(importlib.util.cache_from_source(str(steps))).exists()
+
+
+def test_the_workers_workflows_bring_their_helper_modules() -> None:
+    modules = workflow_modules([OrderSaga, Relay, Floor])
+
+    helpers = {"allocation", "payment", "saga_steps", "compensation_rounds"}
+    assert {f"workflows.{name}" for name in helpers} <= modules
 
 
 def test_modules_with_no_source_file_are_left_alone() -> None:
