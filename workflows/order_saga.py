@@ -26,7 +26,6 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.contract import (
         ActivityName,
-        Allocated,
         AuthorisationKey,
         AuthorisePayment,
         ClearCart,
@@ -37,6 +36,13 @@ with workflow.unsafe.imports_passed_through():
         StepOutcome,
         StockAvailability,
         StockCheck,
+    )
+    from regions.values import (
+        Allocation,
+        AuthorisationStatus,
+        Reason,
+        ReservationStatus,
+        SagaStatus,
         StockLine,
     )
     from workflows.compensation import Compensation, CompensationError, CompensationStack, shielded
@@ -45,18 +51,15 @@ with workflow.unsafe.imports_passed_through():
         SAGA_REGIONS,
         SAGA_STATUS,
         WORKFLOW_NAME,
-        Allocation,
         CancelRequest,
         CancelResult,
         CartCheckout,
         OperatorResult,
         OrderInput,
-        Reason,
         Resolution,
         ResolveRequest,
         RetryCompensationRequest,
         SagaState,
-        SagaStatus,
         Stage,
         StepRecord,
         StepStatus,
@@ -391,7 +394,9 @@ class OrderSaga:
         for result in results:
             if isinstance(result, BaseException):
                 raise self._aborted(result, Reason.OUT_OF_STOCK) from result
-        undone = [r for r in results if isinstance(r, StepOutcome) and r.status != "held"]
+        undone = [
+            r for r in results if isinstance(r, StepOutcome) and r.status != ReservationStatus.HELD
+        ]
         if undone:
             # Only a rerun of this order sees this: an earlier run released the reservation.
             raise SagaAborted(Reason.CANCELLED, f"reservation in {undone[0].region} was undone")
@@ -448,7 +453,7 @@ class OrderSaga:
             )
         except ActivityError as failed:
             raise self._aborted(failed, Reason.PAYMENT_DECLINED) from failed
-        if authorised.status != "authorised":
+        if authorised.status != AuthorisationStatus.AUTHORISED:
             # Only a rerun of this order sees this: an earlier run voided the authorisation.
             raise SagaAborted(Reason.CANCELLED, "the payment authorisation was voided")
 
@@ -531,7 +536,7 @@ class OrderSaga:
                     reason=self._state.reason.value if self._state.reason else None,
                     total=order.total,
                     currency=order.currency,
-                    allocations=[Allocated(**a.model_dump()) for a in self._state.allocations],
+                    allocations=self._state.allocations,
                 ),
                 task_queue=order.regions[home],
                 result_type=StepOutcome,

@@ -11,7 +11,8 @@ from typing import Any, NamedTuple
 
 from geosaga.torture.audit.faults import Fault
 from geosaga.torture.audit.requests import Exchange, Submission, redrives, submissions
-from workflows.contract import WORKFLOW_ID_PREFIX, OrderInput, SagaState, SagaStatus
+from regions.values import SagaStatus
+from workflows.contract import WORKFLOW_ID_PREFIX, OrderInput, SagaState
 
 ENDED = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
 
