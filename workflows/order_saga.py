@@ -64,7 +64,7 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
         StepStatus,
     )
-    from workflows.planner import Demand, InsufficientStock, Pick, plan_allocation, regions_in
+    from workflows.planner import InsufficientStock, plan_allocation, regions_in
     from workflows.trace import describe_lines, step_table
 
 R = TypeVar("R", bound=BaseModel)
@@ -93,7 +93,7 @@ PATCH_RESOLVE_HOLDS_ONLY = "resolve-holds-only"
 _FOREVER = 0
 
 
-def _has_none(levels: dict[str, int] | None, demands: list[Demand]) -> bool:
+def _has_none(levels: dict[str, int] | None, demands: list[StockLine]) -> bool:
     """The view knows this region and it has none of any demanded SKU."""
     return levels is not None and all(levels.get(d.sku, 0) <= 0 for d in demands)
 
@@ -316,9 +316,9 @@ class OrderSaga:
         if self._cancel_requested:
             raise SagaAborted(Reason.CANCELLED, _CANCELLED)
 
-    async def _plan(self) -> list[Pick]:
+    async def _plan(self) -> list[Allocation]:
         order = self._order
-        demands = [Demand(line.sku, line.quantity) for line in order.lines]
+        demands = [StockLine(sku=line.sku, quantity=line.quantity) for line in order.lines]
         availability: dict[str, dict[str, int]] = {}
         home = await self._check_stock(order.home_region)
         if home is not None:
@@ -343,9 +343,7 @@ class OrderSaga:
                 notes.append(f"none replicated from {', '.join(skipped)}")
             note = f" ({'; '.join(notes)})" if notes else ""
             raise SagaAborted(Reason.OUT_OF_STOCK, f"{short}{note}") from short
-        self._state.allocations = [
-            Allocation(region=p.region, sku=p.sku, quantity=p.quantity) for p in picks
-        ]
+        self._state.allocations = picks
         workflow.upsert_search_attributes([SAGA_REGIONS.value_set(regions_in(picks))])
         self._publish()
         return picks
@@ -375,7 +373,7 @@ class OrderSaga:
             return None
         return result
 
-    async def _reserve(self, picks: list[Pick]) -> None:
+    async def _reserve(self, picks: list[Allocation]) -> None:
         by_region: dict[str, list[StockLine]] = {}
         for pick in picks:
             by_region.setdefault(pick.region, []).append(
@@ -484,7 +482,7 @@ class OrderSaga:
     async def _commit(self) -> None:
         self._state.stage = Stage.COMMITTING
         self._publish()
-        regions = regions_in([Pick(a.region, a.sku, a.quantity) for a in self._state.allocations])
+        regions = regions_in(self._state.allocations)
         results = await asyncio.gather(
             *(self._commit_in(region) for region in regions), return_exceptions=True
         )
