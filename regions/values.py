@@ -1,7 +1,8 @@
 """The values every layer passes around: statuses and the shapes of stock and allocations.
 
 Declared once here, the lowest layer that stores or publishes them; free of database imports
-so the workflow sandbox passes them through.
+so the workflow sandbox passes them through. No class docstrings: they would become
+descriptions in the published event schemas and the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ class AuthorisationStatus(StrEnum):
     CAPTURED = "captured"
 
 
-# No docstrings on the models: they would become descriptions in the published schemas.
 class Allocation(BaseModel):
     region: str
     sku: str
