@@ -8,9 +8,10 @@ from __future__ import annotations
 from decimal import Decimal
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from regions.events import Envelope
+from regions.values import Allocation, Reason, SagaStatus, Shortage, StockLine
 
 
 class ActivityName(StrEnum):
@@ -38,11 +39,6 @@ class ErrorType(StrEnum):
     INVALID_TRANSITION = "InvalidTransition"
 
 
-class StockLine(BaseModel):
-    sku: str
-    quantity: int = Field(gt=0)
-
-
 class StockCheck(BaseModel):
     skus: list[str]
 
@@ -58,6 +54,14 @@ class ReserveStock(BaseModel):
     key: str
     order_id: str
     lines: list[StockLine]
+
+    # Checked where units are taken; events carry lines as they were recorded.
+    @field_validator("lines")
+    @classmethod
+    def _positive(cls, lines: list[StockLine]) -> list[StockLine]:
+        if any(line.quantity <= 0 for line in lines):
+            raise ValueError("every quantity reserved must be greater than 0")
+        return lines
 
 
 class ReservationKey(BaseModel):
@@ -83,23 +87,17 @@ class AuthorisationKey(BaseModel):
     order_id: str
 
 
-class Allocated(BaseModel):
-    region: str
-    sku: str
-    quantity: int
-
-
 class OrderOutcome(BaseModel):
     """The saga's final word on an order, published by its home region."""
 
     key: str
     order_id: str
     customer_id: str
-    status: str
-    reason: str | None
+    status: SagaStatus
+    reason: Reason | None
     total: Decimal
     currency: str
-    allocations: list[Allocated]
+    allocations: list[Allocation]
 
 
 class ClearCart(BaseModel):
@@ -107,12 +105,6 @@ class ClearCart(BaseModel):
     order_id: str
     customer_id: str
     versions: dict[str, dict[str, int]]
-
-
-class Shortage(BaseModel):
-    sku: str
-    requested: int
-    available: int
 
 
 class StepOutcome(BaseModel):

@@ -12,7 +12,7 @@ from activities.contract import ActivityName, ClearCart, OrderOutcome, StepOutco
 from activities.idempotency import once
 from activities.region_bound import RegionBound, with_attempt
 from regions import carts
-from regions.events import Allocated, OrderEnded
+from regions.events import OrderEnded
 
 
 class OrderActivities(RegionBound):
@@ -47,7 +47,7 @@ class OrderActivities(RegionBound):
                 reason=outcome.reason,
                 total=outcome.total,
                 currency=outcome.currency,
-                allocations=[Allocated(**a.model_dump()) for a in outcome.allocations],
+                allocations=outcome.allocations,
             ),
         )
         return self._outcome(outcome.key, outcome.status)

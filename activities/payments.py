@@ -27,15 +27,15 @@ from activities.gateway import GatewayAuthorisation, GatewayRejected, PaymentGat
 from activities.idempotency import once, previous_outcome
 from activities.region_bound import RegionBound, refusal, with_attempt
 from regions import events
-from regions.models import Authorisation, AuthorisationStatus, Capture, utcnow
+from regions.models import Authorisation, Capture, utcnow
 from regions.money import from_minor, to_minor
 from regions.store import Store
+from regions.values import AuthorisationStatus
 
-_GRANTED = {
-    "authorised": AuthorisationStatus.AUTHORISED,
-    "declined": AuthorisationStatus.DECLINED,
-    "voided": AuthorisationStatus.VOIDED,
-}
+# What the gateway may answer an authorisation with, in the words we store (never captured).
+_GRANTED = frozenset(
+    {AuthorisationStatus.AUTHORISED, AuthorisationStatus.DECLINED, AuthorisationStatus.VOIDED}
+)
 
 
 def capture_key(key: str) -> str:
@@ -159,9 +159,9 @@ class PaymentActivities(RegionBound):
                 gateway_ref=granted.id,
                 message="a void overtook this authorisation",
             )
-        status = _GRANTED.get(granted.status)
-        if status is None:
+        if granted.status not in _GRANTED:
             raise _invalid(f"the gateway answered an authorisation {granted.status}")
+        status = AuthorisationStatus(granted.status)
         session.add(
             Authorisation(
                 key=request.key,

@@ -14,16 +14,15 @@ from activities.contract import (
     ErrorType,
     ReservationKey,
     ReserveStock,
-    Shortage,
     StepOutcome,
     StockAvailability,
     StockCheck,
-    StockLine,
 )
 from activities.idempotency import once
 from activities.region_bound import RegionBound, refusal, with_attempt
 from regions import events, inventory
-from regions.models import Reservation, ReservationLine, ReservationStatus, utcnow
+from regions.models import Reservation, ReservationLine, utcnow
+from regions.values import ReservationStatus, Shortage, StockLine
 
 
 class StockActivities(RegionBound):
@@ -106,7 +105,7 @@ class StockActivities(RegionBound):
                 events.ReservationRejected(
                     region=self.region,
                     order_id=request.order_id,
-                    shortages=[events.Shortage(**s.model_dump()) for s in shortages],
+                    shortages=shortages,
                 ),
             )
             return self._outcome(
@@ -131,7 +130,7 @@ class StockActivities(RegionBound):
         self._publish(
             session,
             events.StockReserved(
-                region=self.region, order_id=request.order_id, lines=_lines(request.lines)
+                region=self.region, order_id=request.order_id, lines=request.lines
             ),
         )
         inventory.publish_levels(session, self.region, rows.values(), "reserved", request.order_id)
@@ -164,9 +163,7 @@ class StockActivities(RegionBound):
         lines = self._settle(session, reservation, ReservationStatus.RELEASED, consume=False)
         self._publish(
             session,
-            events.StockReleased(
-                region=self.region, order_id=request.order_id, lines=_lines(lines)
-            ),
+            events.StockReleased(region=self.region, order_id=request.order_id, lines=lines),
         )
         return self._outcome(request.key, ReservationStatus.RELEASED, lines=lines)
 
@@ -182,9 +179,7 @@ class StockActivities(RegionBound):
         lines = self._settle(session, reservation, ReservationStatus.COMMITTED, consume=True)
         self._publish(
             session,
-            events.StockCommitted(
-                region=self.region, order_id=request.order_id, lines=_lines(lines)
-            ),
+            events.StockCommitted(region=self.region, order_id=request.order_id, lines=lines),
         )
         return self._outcome(request.key, ReservationStatus.COMMITTED, lines=lines)
 
@@ -215,7 +210,3 @@ class StockActivities(RegionBound):
             session, self.region, rows.values(), str(status), reservation.order_id
         )
         return [StockLine(sku=line.sku, quantity=line.quantity) for line in held]
-
-
-def _lines(lines: list[StockLine]) -> list[events.Line]:
-    return [events.Line(sku=line.sku, quantity=line.quantity) for line in lines]

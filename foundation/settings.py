@@ -21,9 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 REGION_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MIN_API_KEY_LENGTH = 16
-# The dev server's Go garbage collector target (GOGC; Go's default is 100): it collects once
-# its heap has grown by this percentage. 400 trades ~250 MB of memory for ~10 % less of its
-# CPU per workflow (BENCHMARKS.md).
+# The dev server's GOGC (Go's default 100): more memory for less of its CPU per workflow.
 DEV_GO_GC = 400
 
 
@@ -68,8 +66,28 @@ class GatewayFaults(BaseModel):
     seed: int | None = None
 
 
-class Settings(BaseSettings):
-    """Defaults follow the public contract in ARCHITECTURE.md."""
+class SagaTiming(BaseModel):
+    """The saga's timing: settings like the rest, and copied into every saga's input
+    (`SagaOptions`) so a replay sees the values its run had."""
+
+    # A region that does not take a stock check or reservation within this is treated as
+    # having nothing to offer.
+    allocation_timeout_seconds: float = 5.0
+    payment_timeout_seconds: float = 120.0
+    retry_initial_interval_seconds: float = 0.5
+    retry_maximum_interval_seconds: float = 10.0
+    # How many attempts a compensation gets before the saga is marked needs_attention; it keeps
+    # retrying afterwards.
+    compensation_attempts_before_attention: int = 5
+    compensation_attention_after_seconds: float = 30.0
+    # Rounds of a stuck compensation start further apart each time, up to this.
+    compensation_max_backoff_seconds: float = 300.0
+    # One attempt of a step may run this long; a worker that died mid-step is noticed then.
+    activity_timeout_seconds: float = 30.0
+
+
+class Settings(BaseSettings, SagaTiming):
+    """Every field but the saga's timing (`SagaTiming`, inherited) is declared here."""
 
     model_config = SettingsConfigDict(env_prefix="GEOSAGA_", extra="ignore", frozen=True)
 
@@ -104,40 +122,24 @@ class Settings(BaseSettings):
     max_lines: int = 50
     max_quantity: int = 1000
 
-    # Saga timing. A region that does not take a stock check or reservation within the
-    # allocation timeout is treated as having nothing to offer.
-    allocation_timeout_seconds: float = 5.0
-    payment_timeout_seconds: float = 120.0
-    retry_initial_interval_seconds: float = 0.5
-    retry_maximum_interval_seconds: float = 10.0
-    # How many attempts a compensation gets before the saga is marked needs_attention; it keeps
-    # retrying afterwards.
-    compensation_attempts_before_attention: int = 5
-    compensation_attention_after_seconds: float = 30.0
-    compensation_max_backoff_seconds: float = 300.0
-    activity_timeout_seconds: float = 30.0
-
     # Replication: every region's outbox relayed to every other region (a region's own events
     # reach its read models in the transaction that writes them).
     replication: bool = True
     replication_batch_size: int = 100
     replication_poll_seconds: float = 10.0
-    # How long a relay waits for more events once some arrived (fuller, fewer batches). Each
-    # batch is four Temporal tasks; 2 s instead of 1 s took 6-14 % off a saga's CPU for ~0.6 s
-    # more replication lag under load (BENCHMARKS.md, row 19).
+    # How long a relay waits for more events once some arrived: fewer, fuller batches for
+    # that much more replication lag.
     replication_linger_seconds: float = 2.0
-    # ...but ships once the source's worker has written nothing for this long: a quiet
-    # region's events go ~1.5 s sooner, a busy one's still batch (BENCHMARKS.md, row 21;
-    # 0.25 s cost 1-4 % of a saga's CPU under load, 0.5 s nothing measurable; 0: always linger).
+    # ...but it ships once the source's worker has written nothing for this long (0: always
+    # linger), so a quiet region's events do not wait out the linger.
     replication_settle_seconds: float = Field(default=0.5, ge=0)
     replication_max_attempts: int = 5
     # How long an event may wait in a region's inbox (for a predecessor that never comes, or
     # for a clock too far ahead to close in) before it is dead-lettered.
     replication_hold_seconds: float = Field(default=300.0, gt=0)
 
-    # Performance tuning, each measured in BENCHMARKS.md: the embedded dev server's SQLite
-    # pragmas, dynamic config and Go GC target, and the workers' options (False: the SDK's
-    # defaults).
+    # The embedded dev server's SQLite pragmas, dynamic config and GOGC, and the workers'
+    # tuned options (False: the SDK's defaults).
     dev_sqlite_pragmas: bool = True
     dev_dynamic_config: dict[str, Any] = Field(default_factory=dict)
     dev_go_gc: int = Field(default=DEV_GO_GC, ge=1)

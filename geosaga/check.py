@@ -16,19 +16,11 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from regions.events import StockCommitted, StockLevelChanged
-from regions.models import (
-    Authorisation,
-    AuthorisationStatus,
-    Capture,
-    OutboxEvent,
-    Reservation,
-    ReservationLine,
-    ReservationStatus,
-    Stock,
-)
+from regions.models import Authorisation, Capture, OutboxEvent, Reservation, ReservationLine, Stock
 from regions.money import to_minor
 from regions.store import Store
-from workflows.contract import WORKFLOW_ID_PREFIX, WORKFLOW_NAME, SagaState, SagaStatus, workflow_id
+from regions.values import AuthorisationStatus, ReservationStatus, SagaStatus
+from workflows.contract import WORKFLOW_ID_PREFIX, WORKFLOW_NAME, SagaState, workflow_id
 from workflows.order_saga import OrderSaga
 
 _TERMINAL = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)

@@ -58,7 +58,7 @@ def list_stuck(
 ) -> None:
     """List the sagas in needs_attention, from Temporal visibility."""
     from orders.sagas import search
-    from workflows.contract import SagaStatus
+    from regions.values import SagaStatus
 
     found = _run(
         lambda client, settings: search(

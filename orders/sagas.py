@@ -30,6 +30,7 @@ from orders.schemas import Links, OrderLineIn, OrderRequest, OrderSummary, Order
 from regions import carts, order_requests
 from regions.catalog import PRODUCTS_BY_SKU
 from regions.store import Store
+from regions.values import Reason, SagaStatus
 from workflows.contract import (
     CUSTOMER_ID,
     HOME_REGION,
@@ -42,10 +43,8 @@ from workflows.contract import (
     CartCheckout,
     OrderInput,
     OrderLine,
-    Reason,
     SagaOptions,
     SagaState,
-    SagaStatus,
     workflow_id,
 )
 from workflows.order_saga import OrderSaga
@@ -101,10 +100,7 @@ def order_input(settings: Settings, order_id: str, request: OrderRequest) -> Ord
         ],
         payment_token=request.payment_token,
         regions=settings.region_queues(),
-        # The saga's timing settings share their names with SagaOptions' fields.
-        options=SagaOptions.model_validate(
-            settings.model_dump(include=set(SagaOptions.model_fields))
-        ),
+        options=SagaOptions.from_settings(settings),
     )
 
 

@@ -8,7 +8,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from workflows.contract import Allocation, Reason, Resolution, SagaStatus, Stage, StepRecord
+from regions.values import Allocation, Reason, SagaStatus
+from workflows.contract import Resolution, Stage, StepRecord
 
 # Identifiers: printable ASCII without spaces or quotes, so they are safe in URLs and queries.
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"

@@ -13,6 +13,10 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
+
+from regions.values import Allocation, Shortage, StockLine
 
 # Aggregates written by several regions carry a version vector in their envelope.
 ORDER = "order"
@@ -31,23 +35,6 @@ class Event(BaseModel):
     aggregate: ClassVar[str]
 
 
-class Line(BaseModel):
-    sku: str
-    quantity: int
-
-
-class Allocated(BaseModel):
-    region: str
-    sku: str
-    quantity: int
-
-
-class Shortage(BaseModel):
-    sku: str
-    requested: int
-    available: int
-
-
 class OrderEvent(Event):
     aggregate: ClassVar[str] = ORDER
     region: str
@@ -56,7 +43,7 @@ class OrderEvent(Event):
 
 class StockReserved(OrderEvent):
     type: ClassVar[str] = "StockReserved"
-    lines: list[Line]
+    lines: list[StockLine]
 
 
 class ReservationRejected(OrderEvent):
@@ -66,12 +53,12 @@ class ReservationRejected(OrderEvent):
 
 class StockReleased(OrderEvent):
     type: ClassVar[str] = "StockReleased"
-    lines: list[Line]
+    lines: list[StockLine]
 
 
 class StockCommitted(OrderEvent):
     type: ClassVar[str] = "StockCommitted"
-    lines: list[Line]
+    lines: list[StockLine]
 
 
 class PaymentAuthorised(OrderEvent):
@@ -110,7 +97,7 @@ class OrderEnded(OrderEvent):
     reason: str | None = None
     total: Decimal
     currency: str
-    allocations: list[Allocated]
+    allocations: list[Allocation]
     regions: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -194,13 +181,29 @@ class Envelope(BaseModel):
         return model.model_validate(self.payload)
 
 
+# Shared types renamed since their schemas were published keep their published names there.
+_PUBLISHED_NAMES = {"Allocation": "Allocated", "StockLine": "Line"}
+
+
+class _AsPublished(GenerateJsonSchema):
+    def normalize_name(self, name: str) -> str:
+        return super().normalize_name(_PUBLISHED_NAMES.get(name, name))
+
+    def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
+        json_schema = super().model_schema(schema)
+        title = json_schema.get("title")
+        if title in _PUBLISHED_NAMES:
+            json_schema["title"] = _PUBLISHED_NAMES[title]
+        return json_schema
+
+
 def json_schemas() -> dict[str, Any]:
     """Every event type's JSON Schema, keyed by type, with its version and aggregate."""
     return {
         name: {
             "version": model.version,
             "aggregate": model.aggregate,
-            "schema": model.model_json_schema(),
+            "schema": model.model_json_schema(schema_generator=_AsPublished),
         }
         for name, model in sorted(EVENTS.items())
     }

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from regions.values import AuthorisationStatus, ReservationStatus
 
 
 def utcnow() -> datetime:
@@ -35,13 +36,6 @@ class Stock(SQLModel, table=True):
         return self.on_hand - self.reserved
 
 
-class ReservationStatus(StrEnum):
-    HELD = "held"
-    RELEASED = "released"
-    COMMITTED = "committed"
-    REJECTED = "rejected"
-
-
 class Reservation(SQLModel, table=True):
     """One saga's hold on stock in this region, keyed by the saga step's idempotency key.
 
@@ -62,13 +56,6 @@ class ReservationLine(SQLModel, table=True):
     reservation_key: str = Field(primary_key=True, foreign_key="reservation.key", max_length=200)
     sku: str = Field(primary_key=True, max_length=64)
     quantity: int
-
-
-class AuthorisationStatus(StrEnum):
-    AUTHORISED = "authorised"
-    DECLINED = "declined"
-    VOIDED = "voided"
-    CAPTURED = "captured"
 
 
 class Authorisation(SQLModel, table=True):

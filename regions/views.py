@@ -27,6 +27,7 @@ from regions.models import OrderView, StockView, utcnow
 from regions.money import to_minor
 from regions.outbox import dead_letter, envelope, record_event
 from regions.unavailable import store_failure
+from regions.values import SagaStatus
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ V = TypeVar("V", bound=SQLModel)
 _PUBLISHED = "geosaga_published"
 # Where a batch keeps the views it read up front (and made since), in `Session.info`.
 _LOADED = "geosaga_loaded_views"
-
-_RUNNING = "running"
 
 # Returns True when the event was concurrent with what the region already knew (a conflict).
 Handler = Callable[[Session, Envelope, Event], bool]
@@ -133,7 +132,7 @@ def _order(session: Session, envelope: Envelope, event: Event) -> bool:
         session,
         OrderView,
         event.order_id,
-        lambda: OrderView(order_id=event.order_id, status=_RUNNING, status_hlc=""),
+        lambda: OrderView(order_id=event.order_id, status=SagaStatus.RUNNING, status_hlc=""),
     )
     known = json.loads(view.version_vector)
     incoming = envelope.version_vector or {}
@@ -152,8 +151,8 @@ def _order(session: Session, envelope: Envelope, event: Event) -> bool:
     # forward, so its outcome beats every step's event whatever their clocks say (a step's
     # region may run ahead of the home region's clock); among equals the later clock wins.
     ended = isinstance(event, OrderEnded)
-    if (ended, envelope.hlc) > (view.status != _RUNNING, view.status_hlc):
-        view.status = event.status if isinstance(event, OrderEnded) else _RUNNING
+    if (ended, envelope.hlc) > (view.status != SagaStatus.RUNNING, view.status_hlc):
+        view.status = event.status if isinstance(event, OrderEnded) else SagaStatus.RUNNING
         view.reason = event.reason if isinstance(event, OrderEnded) else None
         view.status_hlc = envelope.hlc
     view.regions = json.dumps(sorted(regions))

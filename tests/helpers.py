@@ -17,10 +17,11 @@ from foundation.security import api_keys
 from foundation.settings import Settings
 from regions import clock
 from regions.inventory import set_on_hand
-from regions.models import Authorisation, AuthorisationStatus, Capture, Stock
+from regions.models import Authorisation, Capture, Stock
 from regions.money import to_minor
 from regions.store import Store
-from workflows.contract import SagaState, SagaStatus, workflow_id
+from regions.values import AuthorisationStatus, SagaStatus
+from workflows.contract import SagaState, workflow_id
 from workflows.order_saga import OrderSaga
 
 StockLevels = dict[str, dict[str, int]]

@@ -21,9 +21,10 @@ from temporalio.client import Client, WorkflowHandle
 
 from foundation.settings import Settings
 from regions.store import Store
+from regions.values import SagaStatus
 from tests.cluster import Cluster
 from tests.helpers import order, outcome, place, stock, submit
-from workflows.contract import SagaState, SagaStatus, Stage, workflow_id
+from workflows.contract import SagaState, Stage, workflow_id
 from workflows.order_saga import OrderSaga
 
 HISTORIES = Path(__file__).parent / "histories"

@@ -26,18 +26,15 @@ with workflow.unsafe.imports_passed_through():
         StepOutcome,
         StockAvailability,
         StockCheck,
-        StockLine,
     )
+    from regions.values import Allocation, Reason, ReservationStatus, SagaStatus, StockLine
     from workflows.compensation import Compensation, CompensationStack
     from workflows.contract import (
         SAGA_REGIONS,
-        Allocation,
         OrderInput,
-        Reason,
         SagaState,
-        SagaStatus,
     )
-    from workflows.planner import Demand, InsufficientStock, Pick, plan_allocation, regions_in
+    from workflows.planner import InsufficientStock, plan_allocation, regions_in
     from workflows.trace import describe_lines
 
 # A change to a released code path, behind workflow.patched so older histories replay.
@@ -64,9 +61,9 @@ class StockAllocation:
         self._rounds = rounds
         self._cancel_requested = cancel_requested
 
-    async def plan(self) -> list[Pick]:
+    async def plan(self) -> list[Allocation]:
         order = self._order
-        demands = [Demand(line.sku, line.quantity) for line in order.lines]
+        demands = [StockLine(sku=line.sku, quantity=line.quantity) for line in order.lines]
         availability: dict[str, dict[str, int]] = {}
         home = await self._check_stock(order.home_region)
         if home is not None:
@@ -91,14 +88,12 @@ class StockAllocation:
                 notes.append(f"none replicated from {', '.join(skipped)}")
             note = f" ({'; '.join(notes)})" if notes else ""
             raise Rollback(Reason.OUT_OF_STOCK, f"{short}{note}") from short
-        self._state.allocations = [
-            Allocation(region=p.region, sku=p.sku, quantity=p.quantity) for p in picks
-        ]
+        self._state.allocations = picks
         workflow.upsert_search_attributes([SAGA_REGIONS.value_set(regions_in(picks))])
         self._steps.publish()
         return picks
 
-    async def reserve(self, picks: list[Pick]) -> None:
+    async def reserve(self, picks: list[Allocation]) -> None:
         by_region: dict[str, list[StockLine]] = {}
         for pick in picks:
             by_region.setdefault(pick.region, []).append(
@@ -119,13 +114,15 @@ class StockAllocation:
                 raise Rollback.after(
                     result, Reason.OUT_OF_STOCK, cancelled=self._cancel_requested()
                 ) from result
-        undone = [r for r in results if isinstance(r, StepOutcome) and r.status != "held"]
+        undone = [
+            r for r in results if isinstance(r, StepOutcome) and r.status != ReservationStatus.HELD
+        ]
         if undone:
             # Only a rerun of this order sees this: an earlier run released the reservation.
             raise Rollback(Reason.CANCELLED, f"reservation in {undone[0].region} was undone")
 
     async def commit(self) -> None:
-        regions = regions_in([Pick(a.region, a.sku, a.quantity) for a in self._state.allocations])
+        regions = regions_in(self._state.allocations)
         results = await asyncio.gather(
             *(self._commit_in(region) for region in regions), return_exceptions=True
         )
@@ -197,6 +194,6 @@ class StockAllocation:
         return self._steps.key("reserve", region)
 
 
-def _has_none(levels: dict[str, int] | None, demands: list[Demand]) -> bool:
+def _has_none(levels: dict[str, int] | None, demands: list[StockLine]) -> bool:
     """The view knows this region and it has none of any demanded SKU."""
     return levels is not None and all(levels.get(d.sku, 0) <= 0 for d in demands)

@@ -22,13 +22,13 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from activities.contract import ActivityName, StepOutcome
+    from regions.values import SagaStatus
     from workflows.contract import (
         OrderInput,
         Resolution,
         ResolveRequest,
         RetryCompensationRequest,
         SagaState,
-        SagaStatus,
         StepRecord,
         StepStatus,
     )

@@ -9,26 +9,15 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 from temporalio.common import SearchAttributeKey
 
+from foundation.settings import SagaTiming
+from regions.values import Allocation, Reason, SagaStatus
+
 WORKFLOW_NAME = "OrderSaga"
 WORKFLOW_ID_PREFIX = "order-"
 
 
 def workflow_id(order_id: str) -> str:
     return f"{WORKFLOW_ID_PREFIX}{order_id}"
-
-
-class SagaStatus(StrEnum):
-    ACCEPTED = "accepted"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    COMPENSATED = "compensated"
-    NEEDS_ATTENTION = "needs_attention"
-
-
-class Reason(StrEnum):
-    OUT_OF_STOCK = "out_of_stock"
-    PAYMENT_DECLINED = "payment_declined"
-    CANCELLED = "cancelled"
 
 
 class Stage(StrEnum):
@@ -71,19 +60,12 @@ class OrderLine(BaseModel):
         return self.unit_price * self.quantity
 
 
-class SagaOptions(BaseModel):
+class SagaOptions(SagaTiming):
     """Timing chosen by the API from settings, carried in the input so replays see the same."""
 
-    allocation_timeout_seconds: float = 5.0
-    payment_timeout_seconds: float = 120.0
-    retry_initial_interval_seconds: float = 0.5
-    retry_maximum_interval_seconds: float = 10.0
-    compensation_attempts_before_attention: int = 5
-    compensation_attention_after_seconds: float = 30.0
-    # Rounds of a stuck compensation start further apart each time, up to this.
-    compensation_max_backoff_seconds: float = 300.0
-    # One attempt of a step may run this long; a worker that died mid-step is noticed then.
-    activity_timeout_seconds: float = 30.0
+    @classmethod
+    def from_settings(cls, settings: SagaTiming) -> SagaOptions:
+        return cls.model_validate(settings.model_dump(include=set(SagaTiming.model_fields)))
 
 
 class CartCheckout(BaseModel):
@@ -109,12 +91,6 @@ class OrderInput(BaseModel):
     @property
     def total(self) -> Decimal:
         return sum((line.amount for line in self.lines), Decimal("0"))
-
-
-class Allocation(BaseModel):
-    region: str
-    sku: str
-    quantity: int
 
 
 class StepRecord(BaseModel):

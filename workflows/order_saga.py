@@ -18,7 +18,8 @@ from workflows.payment import Payment
 from workflows.saga_steps import CANCELLED, Rollback, SagaSteps, is_cancellation
 
 with workflow.unsafe.imports_passed_through():
-    from activities.contract import ActivityName, Allocated, ClearCart, OrderOutcome
+    from activities.contract import ActivityName, ClearCart, OrderOutcome
+    from regions.values import Reason, SagaStatus
     from workflows.compensation import CompensationError, CompensationStack, shielded
     from workflows.contract import (
         SAGA_REASON,
@@ -28,11 +29,9 @@ with workflow.unsafe.imports_passed_through():
         CartCheckout,
         OperatorResult,
         OrderInput,
-        Reason,
         ResolveRequest,
         RetryCompensationRequest,
         SagaState,
-        SagaStatus,
         Stage,
     )
 
@@ -243,7 +242,7 @@ class OrderSaga:
                 reason=self._state.reason.value if self._state.reason else None,
                 total=order.total,
                 currency=order.currency,
-                allocations=[Allocated(**a.model_dump()) for a in self._state.allocations],
+                allocations=self._state.allocations,
             ),
             summary=f"record order {status} in {home}",
         )

@@ -13,8 +13,9 @@ from workflows.saga_steps import Rollback, SagaSteps, failure_message
 
 with workflow.unsafe.imports_passed_through():
     from activities.contract import ActivityName, AuthorisationKey, AuthorisePayment
+    from regions.values import AuthorisationStatus, Reason
     from workflows.compensation import CompensationStack
-    from workflows.contract import OrderInput, Reason
+    from workflows.contract import OrderInput
 
 
 class Payment:
@@ -58,7 +59,7 @@ class Payment:
             raise Rollback.after(
                 failed, Reason.PAYMENT_DECLINED, cancelled=self._cancel_requested()
             ) from failed
-        if authorised.status != "authorised":
+        if authorised.status != AuthorisationStatus.AUTHORISED:
             # Only a rerun of this order sees this: an earlier run voided the authorisation.
             raise Rollback(Reason.CANCELLED, "the payment authorisation was voided")
 

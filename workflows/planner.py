@@ -5,18 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class Demand:
-    sku: str
-    quantity: int
-
-
-@dataclass(frozen=True)
-class Pick:
-    region: str
-    sku: str
-    quantity: int
+from regions.values import Allocation, StockLine
 
 
 @dataclass(frozen=True)
@@ -36,11 +25,11 @@ class InsufficientStock(Exception):
 
 
 def plan_allocation(
-    demands: Sequence[Demand],
+    demands: Sequence[StockLine],
     home: str,
     availability: Mapping[str, Mapping[str, int]],
     preference: Sequence[str],
-) -> list[Pick]:
+) -> list[Allocation]:
     """Takes each line from the home region first, then splits the rest across other regions.
 
     Other regions are tried in this order: those the plan already uses (fewer regions per order),
@@ -50,7 +39,7 @@ def plan_allocation(
     """
     left = {region: dict(levels) for region, levels in availability.items()}
     others = [region for region in preference if region != home]
-    picks: list[Pick] = []
+    picks: list[Allocation] = []
     used: list[str] = []
     shortfalls: list[Shortfall] = []
     for demand in demands:
@@ -60,7 +49,7 @@ def plan_allocation(
         while region is not None and remaining:
             take = min(remaining, left.get(region, {}).get(demand.sku, 0))
             if take > 0:
-                picks.append(Pick(region, demand.sku, take))
+                picks.append(Allocation(region=region, sku=demand.sku, quantity=take))
                 left[region][demand.sku] -= take
                 remaining -= take
                 if region not in used:
@@ -74,7 +63,7 @@ def plan_allocation(
     return _merge(picks)
 
 
-def regions_in(picks: Sequence[Pick]) -> list[str]:
+def regions_in(picks: Sequence[Allocation]) -> list[str]:
     seen: list[str] = []
     for pick in picks:
         if pick.region not in seen:
@@ -100,8 +89,11 @@ def _next_region(
     )
 
 
-def _merge(picks: Sequence[Pick]) -> list[Pick]:
+def _merge(picks: Sequence[Allocation]) -> list[Allocation]:
     totals: dict[tuple[str, str], int] = {}
     for pick in picks:
         totals[(pick.region, pick.sku)] = totals.get((pick.region, pick.sku), 0) + pick.quantity
-    return [Pick(region, sku, quantity) for (region, sku), quantity in totals.items()]
+    return [
+        Allocation(region=region, sku=sku, quantity=quantity)
+        for (region, sku), quantity in totals.items()
+    ]

@@ -27,12 +27,11 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
 
     from activities.contract import ActivityName, ErrorType, StepOutcome
+    from regions.values import Reason, SagaStatus
     from workflows.contract import (
         SAGA_STATUS,
         OrderInput,
-        Reason,
         SagaState,
-        SagaStatus,
         StepRecord,
         StepStatus,
     )

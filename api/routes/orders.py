@@ -10,7 +10,7 @@ from api.schemas import ActionAccepted, ErrorBody, RerunAccepted, ResolutionIn
 from api.services import Services, ServicesDep
 from orders import operations, sagas
 from orders.schemas import ID_PATTERN, OrderAccepted, OrderRequest, OrderSummary, OrderView
-from workflows.contract import SagaStatus
+from regions.values import SagaStatus
 
 router = APIRouter(prefix="/orders", tags=["orders"], responses=BAD_INPUT)
 

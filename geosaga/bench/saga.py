@@ -27,6 +27,7 @@ from foundation.settings import Settings
 from geosaga.bench.procs import cpu_seconds
 from orders.sagas import fingerprint, order_input, start
 from orders.schemas import OrderRequest
+from regions.values import SagaStatus
 from workflows.contract import FLOOR_WORKFLOW, local_order_shape, workflow_id
 from workflows.order_saga import OrderSaga
 
@@ -174,7 +175,7 @@ class Bench:
         accepted = time.perf_counter()
         handle = self.client.get_workflow_handle_for(OrderSaga.run, workflow_id(key))
         state = await handle.result()
-        if state.status != "completed":
+        if state.status != SagaStatus.COMPLETED:
             raise RuntimeError(f"bench order {key} ended {state.status}: {state.message}")
         self.saga_ids.append(workflow_id(key))
         return accepted - started, time.perf_counter() - started

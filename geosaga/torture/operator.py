@@ -12,7 +12,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from geosaga.torture.clientlog import ClientLog, Exchange, LoggedClient
-from workflows.contract import workflow_id
+from workflows.contract import StepStatus, workflow_id
 
 ACTOR = "operator"
 RESOLVER = "torture-operator"
@@ -62,7 +62,9 @@ class Operator:
         view = await self.api.call(ACTOR, "GET", f"/orders/{order_id}")
         if view.status != 200 or not isinstance(view.answer, dict):
             return
-        stuck = [c for c in view.answer.get("compensations", []) if c["status"] == "retrying"]
+        stuck = [
+            c for c in view.answer.get("compensations", []) if c["status"] == StepStatus.RETRYING
+        ]
         if not stuck:
             return
         sent = self.sent.get(order_id)

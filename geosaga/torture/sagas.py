@@ -11,13 +11,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from foundation.settings import Settings
 from geosaga.torture.clientlog import Exchange
-from workflows.contract import (
-    SAGA_REASON,
-    SAGA_STATUS,
-    WORKFLOW_ID_PREFIX,
-    WORKFLOW_NAME,
-    SagaStatus,
-)
+from regions.values import SagaStatus
+from workflows.contract import SAGA_REASON, SAGA_STATUS, WORKFLOW_ID_PREFIX, WORKFLOW_NAME
 
 RERUNNABLE = (
     WorkflowExecutionStatus.FAILED,

@@ -11,7 +11,8 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.contract import SAGA_STATUS, WORKFLOW_NAME, OrderInput, SagaStatus
+    from regions.values import SagaStatus
+    from workflows.contract import SAGA_STATUS, WORKFLOW_NAME, OrderInput
 
 _RUN_LIMIT = timedelta(seconds=30)
 

@@ -11,13 +11,14 @@ import pytest
 from temporalio import activity
 from temporalio.testing import ActivityEnvironment
 
-from activities.contract import ReserveStock, StepOutcome, StockLine
+from activities.contract import ReserveStock, StepOutcome
 from activities.gateway_client import HttpGateway
 from activities.orders import OrderActivities
 from activities.payments import PaymentActivities
 from activities.replication import ReplicationActivities
 from activities.stock import StockActivities
 from regions.store import Store
+from regions.values import StockLine
 from tests.gateway_server import TEST_GATEWAY_KEY
 from tests.helpers import stock
 

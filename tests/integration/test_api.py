@@ -17,8 +17,9 @@ from foundation.settings import Settings
 from geosaga.devserver import free_port
 from regions.models import Capture
 from regions.store import Store
+from regions.values import SagaStatus
 from tests.helpers import auth_headers, new_key, order, outcome, place, stock, submit
-from workflows.contract import SagaStatus, workflow_id
+from workflows.contract import workflow_id
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 

@@ -15,9 +15,10 @@ from temporalio.client import Client, WorkflowHandle
 from foundation.settings import Settings
 from orders import operations
 from regions.store import Store
+from regions.values import Reason, SagaStatus
 from tests.cluster import Cluster
 from tests.helpers import assert_invariants, order, outcome, stock, submit, until
-from workflows.contract import Reason, SagaStatus, Stage, StepStatus, workflow_id
+from workflows.contract import Stage, StepStatus, workflow_id
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from temporalio.client import Client
 from regions.events import CART
 from regions.models import OutboxEvent, Stock
 from regions.store import Store
+from regions.values import SagaStatus
 from tests.helpers import new_key, outcome, stock
-from workflows.contract import SagaStatus
 
 SEED = 20261205
 REGION = "eu-west"

@@ -11,8 +11,9 @@ from sqlmodel import Session, select
 from temporalio.client import Client
 
 from geosaga.check import Report, check
-from regions.models import Authorisation, AuthorisationStatus, Capture, OutboxEvent, Stock
+from regions.models import Authorisation, Capture, OutboxEvent, Stock
 from regions.store import Store
+from regions.values import AuthorisationStatus
 from tests.helpers import new_key, order, place, stock
 from workflows.contract import SagaState
 

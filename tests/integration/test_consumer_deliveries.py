@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 from sqlmodel import Session, select
 
 from regions import replication, views
-from regions.events import Envelope, Event, Line, StockLevelChanged, StockReserved
+from regions.events import Envelope, Event, StockLevelChanged, StockReserved
 from regions.hlc import Timestamp
 from regions.models import InboxEvent, OrderView, ProcessedEvent, StockView
 from regions.store import Store
+from regions.values import StockLine
 
 SKUS = ("SKU-1", "SKU-2")
 ORDERS = ("o-1", "o-2")
@@ -45,7 +46,9 @@ def stream(kinds: list[int]) -> list[Envelope]:
         else:
             order = ORDERS[kind - len(SKUS)]
             event = StockReserved(
-                region="ap-south", order_id=order, lines=[Line(sku="SKU-1", quantity=outbox_id)]
+                region="ap-south",
+                order_id=order,
+                lines=[StockLine(sku="SKU-1", quantity=outbox_id)],
             )
             aggregate = order
         sequences[aggregate] = sequences.get(aggregate, 0) + 1

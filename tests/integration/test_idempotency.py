@@ -18,21 +18,15 @@ from activities.contract import (
     ReservationKey,
     ReserveStock,
     StepOutcome,
-    StockLine,
 )
 from activities.gateway import GatewayUnavailable
 from activities.gateway_client import HttpGateway
 from activities.payments import PaymentActivities
 from activities.stock import StockActivities
 from foundation.settings import Settings
-from regions.models import (
-    Authorisation,
-    AuthorisationStatus,
-    OutboxEvent,
-    ProcessedKey,
-    Reservation,
-)
+from regions.models import Authorisation, OutboxEvent, ProcessedKey, Reservation
 from regions.store import Store
+from regions.values import AuthorisationStatus, StockLine
 from tests.gateway_server import GatewayServer
 from tests.helpers import new_key, on_hand, stock
 

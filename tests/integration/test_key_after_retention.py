@@ -25,9 +25,10 @@ from foundation.settings import Settings
 from foundation.temporal import connect, ensure_search_attributes
 from regions.models import Capture, OrderRequest
 from regions.store import Store
+from regions.values import SagaStatus
 from tests.cluster import Cluster
 from tests.helpers import auth_headers, new_key, on_hand, order, outcome, stock, submit
-from workflows.contract import SEARCH_ATTRIBUTES, SagaStatus, workflow_id
+from workflows.contract import SEARCH_ATTRIBUTES, workflow_id
 
 
 @pytest_asyncio.fixture

@@ -25,8 +25,9 @@ from api.main import create_app
 from foundation.settings import Settings
 from geosaga.devserver import DevServer, temporal_cli
 from orders import operations
-from regions.models import Authorisation, AuthorisationStatus
+from regions.models import Authorisation
 from regions.store import Store
+from regions.values import AuthorisationStatus, Reason, SagaStatus
 from tests.cluster import Cluster
 from tests.helpers import (
     assert_invariants,
@@ -40,7 +41,7 @@ from tests.helpers import (
     submit,
     until,
 )
-from workflows.contract import Reason, SagaStatus, Stage, StepStatus, workflow_id
+from workflows.contract import Stage, StepStatus, workflow_id
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 

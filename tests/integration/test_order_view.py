@@ -10,10 +10,11 @@ from decimal import Decimal
 import pytest
 
 from regions import replication
-from regions.events import Allocated, Envelope, Event, Line, OrderEnded, StockCommitted
+from regions.events import Envelope, Event, OrderEnded, StockCommitted
 from regions.hlc import Timestamp
 from regions.models import OrderView
 from regions.store import Store
+from regions.values import Allocation, StockLine
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
 
@@ -43,7 +44,9 @@ def test_the_outcome_wins_over_a_step_stamped_by_a_clock_running_ahead(
     """ap-south's clock runs 40 ms ahead of us-east's: its commit carries a later stamp than the
     outcome us-east records after it. The view must still end at the outcome."""
     commit = envelope(
-        StockCommitted(region="ap-south", order_id="o-1", lines=[Line(sku="SKU-1", quantity=1)]),
+        StockCommitted(
+            region="ap-south", order_id="o-1", lines=[StockLine(sku="SKU-1", quantity=1)]
+        ),
         "ap-south",
         wall_ms=50,
         outbox_id=1,
@@ -56,7 +59,7 @@ def test_the_outcome_wins_over_a_step_stamped_by_a_clock_running_ahead(
             status="completed",
             total=Decimal("12.00"),
             currency="USD",
-            allocations=[Allocated(region="ap-south", sku="SKU-1", quantity=1)],
+            allocations=[Allocation(region="ap-south", sku="SKU-1", quantity=1)],
             regions=["ap-south"],
         ),
         "us-east",
@@ -80,7 +83,9 @@ def test_every_delivery_order_of_an_orders_events_ends_at_its_outcome(
 ) -> None:
     events = [
         envelope(
-            StockCommitted(region=region, order_id="o-1", lines=[Line(sku="SKU-1", quantity=1)]),
+            StockCommitted(
+                region=region, order_id="o-1", lines=[StockLine(sku="SKU-1", quantity=1)]
+            ),
             region,
             wall_ms=wall,
             outbox_id=1,

@@ -19,11 +19,12 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from foundation.settings import Settings
 from geosaga.replay import Source, history_files, read_history, replay
 from regions.store import Store
+from regions.values import SagaStatus
 from tests.cluster import Cluster
 from tests.helpers import new_key, order, outcome, stock, submit, until
 from workflows.allocation import PATCH_STOCK_VIEW
 from workflows.compensation_rounds import PATCH_OPERATOR_ACTIONS, PATCH_RESOLVE_HOLDS_ONLY
-from workflows.contract import SagaStatus, Stage, StepStatus, workflow_id
+from workflows.contract import Stage, StepStatus, workflow_id
 from workflows.order_saga import (
     PATCH_AUTHORISE_ALONGSIDE,
     PATCH_CANCEL_WINS,

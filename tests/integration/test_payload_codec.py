@@ -29,8 +29,9 @@ from foundation.temporal import connect
 from geosaga.devserver import DevServer, temporal_cli
 from geosaga.replay import Source, replay
 from regions.store import Store
+from regions.values import SagaStatus
 from tests.helpers import new_key, order, place, stock
-from workflows.contract import SagaStatus, workflow_id
+from workflows.contract import workflow_id
 from workflows.order_saga import OrderSaga
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

@@ -23,11 +23,12 @@ from activities.gateway import GatewayUnavailable
 from activities.gateway_client import HttpGateway
 from activities.payments import PaymentActivities
 from foundation.settings import Settings
-from regions.models import Authorisation, AuthorisationStatus, ProcessedKey
+from regions.models import Authorisation, ProcessedKey
 from regions.store import Store
+from regions.values import AuthorisationStatus, Reason, SagaStatus
 from tests.gateway_server import GatewayServer
 from tests.helpers import assert_invariants, new_key, order, outcome, stock, submit, until
-from workflows.contract import Reason, SagaStatus, StepStatus, workflow_id
+from workflows.contract import StepStatus, workflow_id
 
 T = TypeVar("T")
 

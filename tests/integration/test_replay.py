@@ -27,10 +27,11 @@ from geosaga.devserver import DevServer, temporal_cli, wait_for_port
 from geosaga.replay import Outcome, history_files, read_history, replay, replay_all
 from geosaga.replay.report import report
 from regions.store import Store
+from regions.values import Allocation, Reason, SagaStatus
 from tests.cluster import Cluster
 from tests.helpers import assert_invariants, order, place, stock
 from tests.integration.impostor_sagas import ShipsBeforeCheckingStock, SkipsTheStatusUpsert
-from workflows.contract import Allocation, Reason, SagaState, SagaStatus, StepStatus, workflow_id
+from workflows.contract import SagaState, StepStatus, workflow_id
 
 REPO = Path(__file__).resolve().parents[2]
 HISTORIES = REPO / "tests" / "histories"

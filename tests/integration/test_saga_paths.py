@@ -8,9 +8,10 @@ import httpx
 from temporalio.client import Client
 
 from regions.store import Store
+from regions.values import Allocation, Reason, SagaStatus
 from tests.cluster import Cluster
 from tests.helpers import assert_invariants, order, outcome, place, stock, submit
-from workflows.contract import Allocation, Reason, SagaStatus, StepStatus
+from workflows.contract import StepStatus
 
 
 async def test_completed_order_commits_stock_and_captures_payment(

@@ -29,9 +29,10 @@ from foundation.temporal import connect
 from geosaga.check import check, summary
 from geosaga.devserver import DevServer, free_port
 from regions.store import Store, close_stores, open_stores
+from regions.values import Reason, SagaStatus
 from tests.gateway_server import GatewayServer, gateway_process
 from tests.helpers import TEST_API_KEY, order, outcome, stock
-from workflows.contract import Reason, SagaStatus, workflow_id
+from workflows.contract import workflow_id
 
 REPLICAS = 2
 ORDERS = 30

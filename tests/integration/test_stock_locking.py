@@ -12,11 +12,12 @@ from sqlmodel import select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.contract import ErrorType, ReserveStock, StepOutcome, StockLine
+from activities.contract import ErrorType, ReserveStock, StepOutcome
 from activities.stock import StockActivities
 from regions.inventory import set_on_hand
-from regions.models import Reservation, ReservationLine, ReservationStatus, Stock
+from regions.models import Reservation, ReservationLine, Stock
 from regions.store import Store
+from regions.values import ReservationStatus, StockLine
 
 LAST_UNITS = 5
 BUYERS = 12

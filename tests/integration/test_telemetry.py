@@ -24,10 +24,10 @@ from foundation.telemetry import worker_runtime
 from foundation.temporal import connect
 from geosaga.devserver import free_port
 from regions.store import Store
+from regions.values import SagaStatus
 from tests.cluster import Cluster
 from tests.helpers import auth_headers, order, place, stock
 from worker.saga_metrics import OUTCOMES, STEP_DURATION
-from workflows.contract import SagaStatus
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 

@@ -25,10 +25,11 @@ from temporalio.client import Client
 from foundation.codec import is_encrypted
 from geosaga.devserver import DevServer
 from regions.store import Store
+from regions.values import Allocation, Reason, SagaStatus
 from tests.browser import SharedChromium, WorkflowPages, read_workflow
 from tests.cluster import Cluster
 from tests.helpers import new_key, order, outcome, place, stock, submit
-from workflows.contract import Allocation, Reason, SagaState, SagaStatus, Stage, workflow_id
+from workflows.contract import SagaState, Stage, workflow_id
 
 pytestmark = [
     pytest.mark.browser,

@@ -24,7 +24,7 @@ from sqlmodel import col, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.contract import ErrorType, ReservationKey, ReserveStock, StepOutcome, StockLine
+from activities.contract import ErrorType, ReservationKey, ReserveStock, StepOutcome
 from activities.stock import StockActivities
 from regions import replication, views
 from regions.events import STOCK, Envelope, Event, StockReserved
@@ -32,6 +32,7 @@ from regions.hlc import Timestamp, wall_ms
 from regions.inventory import StockBelowReserved, set_on_hand
 from regions.models import OrderView, OutboxEvent, Reservation, ReservationLine, Stock, utcnow
 from regions.store import Store
+from regions.values import StockLine
 from tests.helpers import writers_held
 
 T = TypeVar("T")

@@ -35,7 +35,7 @@ from geosaga.torture.audit.stores import behind
 from geosaga.torture.clientlog import ClientLog, Exchange, LoggedClient
 from regions import inventory, outbox
 from regions.clock import use_skew
-from regions.events import Line, StockReserved
+from regions.events import StockReserved
 from regions.models import (
     CartOperation,
     InboxEvent,
@@ -43,14 +43,14 @@ from regions.models import (
     ReplicationSource,
     Reservation,
     ReservationLine,
-    ReservationStatus,
     Stock,
 )
 from regions.store import Store, close_stores, open_stores
+from regions.values import ReservationStatus, SagaStatus, StockLine
 from tests.cluster import Cluster
 from tests.gateway_server import GatewayServer, gateway_process
 from tests.helpers import TEST_API_KEY, auth_headers, outcome, until
-from workflows.contract import OrderInput, SagaState, SagaStatus, workflow_id
+from workflows.contract import OrderInput, SagaState, workflow_id
 from workflows.order_saga import OrderSaga
 
 _SETTLE_SECONDS = 90.0
@@ -618,7 +618,9 @@ async def test_an_effect_published_twice_breaks_once(run: Run) -> None:
     async def reserve_twice() -> None:
         with run.stores["us-east"].transaction() as session:
             event = StockReserved(
-                region="us-east", order_id=doubled.order_id, lines=[Line(sku="SKU-1", quantity=1)]
+                region="us-east",
+                order_id=doubled.order_id,
+                lines=[StockLine(sku="SKU-1", quantity=1)],
             )
             outbox.record_event(session, "us-east", event, doubled.order_id)
 

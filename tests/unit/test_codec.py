@@ -23,7 +23,7 @@ from foundation.security import (
 )
 from foundation.settings import Settings
 from foundation.temporal import data_converter
-from workflows.contract import Allocation
+from regions.values import Allocation
 
 HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 

@@ -9,27 +9,29 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workflows.planner import (
-    Demand,
-    InsufficientStock,
-    Pick,
-    Shortfall,
-    plan_allocation,
-    regions_in,
-)
+from regions.values import Allocation, StockLine
+from workflows.planner import InsufficientStock, Shortfall, plan_allocation, regions_in
 
 REGIONS = ("r0", "r1", "r2", "r3")
 SKUS = ("A", "B", "C")
 
 
+def line(sku: str, quantity: int) -> StockLine:
+    return StockLine(sku=sku, quantity=quantity)
+
+
+def pick(region: str, sku: str, quantity: int) -> Allocation:
+    return Allocation(region=region, sku=sku, quantity=quantity)
+
+
 @dataclass(frozen=True)
 class Case:
-    demands: list[Demand]
+    demands: list[StockLine]
     home: str
     availability: dict[str, dict[str, int]]
     preference: list[str]
 
-    def plan(self) -> list[Pick]:
+    def plan(self) -> list[Allocation]:
         return plan_allocation(self.demands, self.home, self.availability, self.preference)
 
     def available(self, sku: str) -> int:
@@ -42,7 +44,7 @@ class Case:
         return totals
 
 
-demand = st.builds(Demand, st.sampled_from(SKUS), st.integers(min_value=1, max_value=20))
+demand = st.builds(line, st.sampled_from(SKUS), st.integers(min_value=1, max_value=20))
 levels = st.dictionaries(st.sampled_from(SKUS), st.integers(min_value=0, max_value=12))
 # Some regions are left out of `availability`, but every region is in `preference`.
 availability = st.dictionaries(st.sampled_from(REGIONS), levels)
@@ -61,7 +63,7 @@ def cases(draw: st.DrawFn, unique_skus: bool = False) -> Case:
     )
 
 
-def given_by_region(picks: list[Pick]) -> Counter[tuple[str, str]]:
+def given_by_region(picks: list[Allocation]) -> Counter[tuple[str, str]]:
     totals: Counter[tuple[str, str]] = Counter()
     for pick in picks:
         totals[(pick.region, pick.sku)] += pick.quantity
@@ -142,7 +144,7 @@ def test_shortfalls_name_exactly_the_skus_short_in_total(case: Case) -> None:
         assert not short
 
 
-def outcome(case: Case) -> list[Pick] | tuple[Shortfall, ...]:
+def outcome(case: Case) -> list[Allocation] | tuple[Shortfall, ...]:
     try:
         return case.plan()
     except InsufficientStock as error:
@@ -185,7 +187,7 @@ def test_single_line_uses_one_other_region_when_one_can_cover_what_home_lacks(
     if not any(units[r] >= remainder for r in REGIONS if r != home):
         return
     stock = {region: {"A": n} for region, n in units.items()}
-    picks = plan_allocation([Demand("A", quantity)], home, stock, REGIONS)
+    picks = plan_allocation([line("A", quantity)], home, stock, REGIONS)
     assert len([r for r in regions_in(picks) if r != home]) <= 1
 
 
@@ -195,54 +197,54 @@ def test_single_line_uses_one_other_region_when_one_can_cover_what_home_lacks(
 def test_home_that_covers_everything_is_the_only_region() -> None:
     stock = {"eu": {"A": 5, "B": 5}, "us": {"A": 100, "B": 100}}
 
-    picks = plan_allocation([Demand("A", 3), Demand("B", 5)], "eu", stock, ["us", "eu"])
+    picks = plan_allocation([line("A", 3), line("B", 5)], "eu", stock, ["us", "eu"])
 
-    assert picks == [Pick("eu", "A", 3), Pick("eu", "B", 5)]
+    assert picks == [pick("eu", "A", 3), pick("eu", "B", 5)]
 
 
 def test_split_prefers_a_region_the_plan_already_uses() -> None:
     stock = {"home": {}, "x": {"B": 5}, "y": {"A": 5, "B": 5}}
 
-    picks = plan_allocation([Demand("A", 2), Demand("B", 2)], "home", stock, ["x", "y"])
+    picks = plan_allocation([line("A", 2), line("B", 2)], "home", stock, ["x", "y"])
 
-    assert picks == [Pick("y", "A", 2), Pick("y", "B", 2)]
+    assert picks == [pick("y", "A", 2), pick("y", "B", 2)]
 
 
 def test_split_prefers_a_region_covering_the_whole_line_over_preference() -> None:
     stock = {"home": {}, "a": {"A": 3}, "b": {"A": 5}}
 
-    picks = plan_allocation([Demand("A", 5)], "home", stock, ["a", "b"])
+    picks = plan_allocation([line("A", 5)], "home", stock, ["a", "b"])
 
-    assert picks == [Pick("b", "A", 5)]
+    assert picks == [pick("b", "A", 5)]
 
 
 def test_split_prefers_a_region_covering_what_home_left_over_preference() -> None:
     stock = {"home": {"A": 5}, "a": {"A": 3}, "b": {"A": 5}}
 
-    picks = plan_allocation([Demand("A", 10)], "home", stock, ["a", "b"])
+    picks = plan_allocation([line("A", 10)], "home", stock, ["a", "b"])
 
-    assert picks == [Pick("home", "A", 5), Pick("b", "A", 5)]
+    assert picks == [pick("home", "A", 5), pick("b", "A", 5)]
 
 
 def test_split_follows_preference_when_no_region_covers_the_remainder() -> None:
     stock = {"home": {"A": 1}, "a": {"A": 3}, "b": {"A": 3}}
 
-    picks = plan_allocation([Demand("A", 6)], "home", stock, ["b", "a"])
+    picks = plan_allocation([line("A", 6)], "home", stock, ["b", "a"])
 
-    assert picks == [Pick("home", "A", 1), Pick("b", "A", 3), Pick("a", "A", 2)]
+    assert picks == [pick("home", "A", 1), pick("b", "A", 3), pick("a", "A", 2)]
 
 
 def test_insufficient_stock_names_lines_and_obtainable_counts() -> None:
     stock = {"home": {"A": 1, "B": 9}, "x": {"A": 2}}
 
     with pytest.raises(InsufficientStock, match=r"A \(3 of 4\)") as raised:
-        plan_allocation([Demand("A", 4), Demand("B", 9)], "home", stock, ["x"])
+        plan_allocation([line("A", 4), line("B", 9)], "home", stock, ["x"])
 
     assert raised.value.shortfalls == (Shortfall("A", 4, 3),)
 
 
 def test_regions_in_lists_each_region_once_in_first_use_order() -> None:
-    picks = [Pick("b", "A", 1), Pick("a", "A", 1), Pick("b", "B", 2), Pick("c", "C", 1)]
+    picks = [pick("b", "A", 1), pick("a", "A", 1), pick("b", "B", 2), pick("c", "C", 1)]
 
     assert regions_in(picks) == ["b", "a", "c"]
     assert regions_in([]) == []

@@ -13,7 +13,7 @@ from geosaga.torture.audit.once import once
 from geosaga.torture.audit.orders import accepted, captured_once, compensated_clean
 from geosaga.torture.audit.record import AuditReport, RunRecord, Violation
 from geosaga.torture.audit.stock import conservation, no_reservation_after_end
-from workflows.contract import SagaStatus
+from regions.values import SagaStatus
 
 RULES: tuple[Callable[[Evidence], list[Violation]], ...] = (
     accepted,

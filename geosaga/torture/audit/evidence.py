@@ -11,7 +11,8 @@ from typing import Any, NamedTuple
 
 from geosaga.torture.audit.faults import Fault
 from geosaga.torture.audit.requests import Exchange, Submission, redrives, submissions
-from workflows.contract import WORKFLOW_ID_PREFIX, OrderInput, SagaState, SagaStatus
+from regions.values import ReservationStatus, SagaStatus
+from workflows.contract import WORKFLOW_ID_PREFIX, OrderInput, SagaState
 
 ENDED = (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
 
@@ -169,7 +170,7 @@ class Evidence:
         found: dict[str, dict[str, Counter[str]]] = {}
         for region in self.regions.values():
             for reservation in region.reservations:
-                if reservation.status == "committed":
+                if reservation.status == ReservationStatus.COMMITTED:
                     units = found.setdefault(reservation.order_id, {})
                     units.setdefault(region.name, Counter()).update(reservation.lines)
         return found

@@ -10,7 +10,7 @@ from decimal import Decimal
 from geosaga.torture.audit.evidence import Evidence, Saga
 from geosaga.torture.audit.record import Violation
 from geosaga.torture.audit.requests import Request
-from workflows.contract import SagaStatus
+from regions.values import SagaStatus
 
 
 def accepted(evidence: Evidence) -> list[Violation]:

@@ -11,6 +11,7 @@ from typing import Literal
 from geosaga.torture.audit.evidence import Event, Evidence, Level, Region
 from geosaga.torture.audit.record import Violation
 from geosaga.torture.audit.requests import stock_sets
+from regions.values import ReservationStatus
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def conservation(evidence: Evidence) -> list[Violation]:
 def _levels(region: Region, replayed: Replay) -> list[Violation]:
     held: Counter[str] = Counter()
     for reservation in region.reservations:
-        if reservation.status == "held":
+        if reservation.status == ReservationStatus.HELD:
             held.update(reservation.lines)
     found = []
     skus = region.stock.keys() | replayed.on_hand.keys() | replayed.reserved.keys()
