@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("foundation", "regions", "activities", "workflows", "orders", "worker", "api")
+PACKAGES: tuple[str, ...] = (
+    "foundation",
+    "regions",
+    "activities",
+    "workflows",
+    "orders",
+    "worker",
+    "api",
+)
 PACKAGES += ("gateway", "geosaga")
 
 
