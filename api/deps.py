@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from api.services import ServicesDep
 from orders.errors import invalid
 from orders.schemas import ID_PATTERN
-from regions.catalog import PRODUCTS_BY_SKU
+from regions.catalog import unknown_sku
 from regions.store import Store
 
 IdempotencyKey = Annotated[
@@ -53,8 +53,8 @@ async def _header_store(services: ServicesDep, region: RegionHeader = None) -> S
 
 
 def _known(sku: str) -> str:
-    if sku not in PRODUCTS_BY_SKU:
-        raise HTTPException(404, f"unknown SKU {sku!r}")
+    if refused := unknown_sku(sku):
+        raise HTTPException(404, refused)
     return sku
 
 
