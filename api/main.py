@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -47,7 +47,12 @@ def create_app(
         finally:
             close_stores(stores)
 
-    app = FastAPI(
+    def body_limit(path: str) -> int:
+        return settings.codec_max_body_bytes if codec.serves(path) else settings.max_body_bytes
+
+    app = GeosagaAPI(
+        body_limit=body_limit,
+        optional_read_key=not settings.auth_reads,
         title="geosaga",
         summary="A multi-region order service: every order is a Temporal saga.",
         version="0.1.0",
@@ -67,13 +72,10 @@ def create_app(
         )
     app.include_router(codec.router, max_body_size=settings.codec_max_body_bytes)
     app.add_middleware(codec.CodecCORS, origin=auth.ui_origin)
-    if not settings.auth_reads:
-        _document_optional_reads(app)
     errors.install(app)
-    _answer_declared_oversized_bodies(app, settings)
-    # Around every route and FastAPI's own middleware: each request is counted and timed,
-    # inside FastAPI's request span, whose context the saga it starts carries on
-    # (foundation/temporal.py's tracing interceptor).
+    # Added last, so outside our other middleware and the exception handlers: each request is
+    # counted and timed with the status it was answered with, inside FastAPI's request span,
+    # whose context the saga it starts carries on (foundation/temporal.py's tracing interceptor).
     app.add_middleware(RequestMetricsMiddleware, metrics=request_metrics)
     return app
 
@@ -94,30 +96,26 @@ def _telemetry(settings: Settings, tracer_provider: TracerProvider | None) -> Te
     )
 
 
-def _answer_declared_oversized_bodies(app: FastAPI, settings: Settings) -> None:
-    """Wraps the whole app, FastAPI's own middleware included, in errors.DeclaredBodyLimit."""
-    build = app.build_middleware_stack
+class GeosagaAPI(FastAPI):
+    """FastAPI with the whole app, its own middleware included, inside errors.DeclaredBodyLimit;
+    and, when reads need no key, a GET's key documented as optional
+    (`security: [{}, {"ApiKey": []}]`)."""
 
-    def limit(path: str) -> int:
-        return settings.codec_max_body_bytes if codec.serves(path) else settings.max_body_bytes
+    def __init__(
+        self, *, body_limit: Callable[[str], int], optional_read_key: bool, **options: Any
+    ) -> None:
+        super().__init__(**options)
+        self._body_limit = body_limit
+        self._optional_read_key = optional_read_key
 
-    def build_middleware_stack() -> ASGIApp:
-        return errors.DeclaredBodyLimit(build(), limit)
+    def build_middleware_stack(self) -> ASGIApp:
+        return errors.DeclaredBodyLimit(super().build_middleware_stack(), self._body_limit)
 
-    app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
-
-
-def _document_optional_reads(app: FastAPI) -> None:
-    """In the OpenAPI document, a GET's key is optional (`security: [{}, {"ApiKey": []}]`)."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = generate()
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None and self._optional_read_key:
+            schema = super().openapi()
             for operations in schema.get("paths", {}).values():
                 for method, operation in operations.items():
                     if method.upper() in READ_METHODS and operation.get("security"):
                         operation["security"] = [{}, *operation["security"]]
-        return app.openapi_schema or generate()
-
-    app.openapi = openapi  # type: ignore[method-assign]
+        return super().openapi()

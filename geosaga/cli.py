@@ -20,6 +20,7 @@ from rich.console import Console
 from foundation.security import ConfigurationError
 from foundation.settings import Settings
 from foundation.telemetry import configure_process
+from geosaga.checks import require_region
 from geosaga.operate import attention, dead_letters, rerun
 
 app = typer.Typer(help="geosaga: a multi-region order service on Temporal.", no_args_is_help=True)
@@ -56,9 +57,7 @@ def worker(region: Annotated[str, typer.Option(help="The region this process ser
     # Logs with trace ids, tracing, and the runtime that serves this worker's metrics.
     configure_process(settings, f"worker-{region}", worker=True)
     use_skew(settings.clock_skew_dir)
-    if region not in settings.regions:
-        console.print(f"[red]unknown region {region!r}; known: {', '.join(settings.regions)}")
-        raise typer.Exit(2)
+    require_region(settings, region)
 
     async def main() -> None:
         stop = asyncio.Event()

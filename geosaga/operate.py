@@ -13,6 +13,7 @@ from temporalio.client import Client
 
 from foundation.settings import Settings
 from foundation.temporal import connect
+from geosaga.checks import require_region
 from regions.store import Store
 
 T = TypeVar("T")
@@ -148,9 +149,7 @@ dead_letters = typer.Typer(help="Events a region could not apply after every att
 
 def _store(region: str) -> Store:
     settings = Settings()
-    if region not in settings.regions:
-        console.print(f"[red]unknown region {region!r}; known: {', '.join(settings.regions)}")
-        raise typer.Exit(2)
+    require_region(settings, region)
     return Store(region, settings.database_url(region))
 
 

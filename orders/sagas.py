@@ -28,7 +28,7 @@ from foundation.settings import Settings
 from orders.errors import EmptyCart, IdempotencyConflict, InvalidRequest, OrderNotFound, invalid
 from orders.schemas import Links, OrderLineIn, OrderRequest, OrderSummary, OrderView
 from regions import carts, order_requests
-from regions.catalog import PRODUCTS_BY_SKU
+from regions.catalog import PRODUCTS_BY_SKU, unknown_sku
 from regions.store import Store
 from regions.values import Reason, SagaStatus
 from workflows.contract import (
@@ -71,8 +71,8 @@ def validate(settings: Settings, request: OrderRequest) -> None:
     seen: set[str] = set()
     for index, line in enumerate(request.lines):
         where = ("body", "lines", index)
-        if line.sku not in PRODUCTS_BY_SKU:
-            errors.append(invalid((*where, "sku"), f"unknown SKU {line.sku!r}"))
+        if refused := unknown_sku(line.sku):
+            errors.append(invalid((*where, "sku"), refused))
         elif line.sku in seen:
             errors.append(invalid((*where, "sku"), f"{line.sku} appears twice; use one line"))
         seen.add(line.sku)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlmodel import Session, select
 
@@ -17,8 +18,10 @@ from regions.cart import CartOp, CartState
 from regions.events import CartChanged
 from regions.models import CartOperation
 from regions.outbox import record_event
-from regions.store import Store
 from regions.unavailable import retried_if_disconnected
+
+if TYPE_CHECKING:  # regions.store imports this module through regions.views
+    from regions.store import Store
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,11 @@ PRODUCTS: tuple[Product, ...] = (
 PRODUCTS_BY_SKU: dict[str, Product] = {product.sku: product for product in PRODUCTS}
 
 
+def unknown_sku(sku: str) -> str | None:
+    """Why `sku` is refused, or None for a SKU the catalog sells."""
+    return None if sku in PRODUCTS_BY_SKU else f"unknown SKU {sku!r}"
+
+
 @dataclass(frozen=True)
 class Region:
     name: str

@@ -1,9 +1,8 @@
 """Rows a write transaction has locked, read once and kept for the rest of it.
 
-A step that writes several events ticks the clock and bumps a sequence counter per event;
-reading the locked row again each time (and flushing before each read) was a fifth of a
-step's cost (BENCHMARKS.md). The rows live in `Session.info`, tagged with the transaction, so
-a later transaction on the same session reads them afresh.
+A step that writes several events ticks the clock and bumps a sequence counter per event, and
+reads each locked row once a transaction, without a flush. The rows live in `Session.info`,
+tagged with the transaction, so a later transaction on the same session reads them afresh.
 """
 
 from __future__ import annotations

@@ -19,8 +19,7 @@ so the inbox always drains. A batch sweeps its source's inbox after applying, an
 sweeps whenever its source is quiet. Applied or dead-lettered, an event's successors never wait.
 
 `status` counts an event as lag until it is applied or dead-lettered: undelivered in the
-source's outbox, or held or failing in the inbox. Counting from the relay's cursor alone read 0
-while an aggregate was wedged behind a failing event.
+source's outbox, or held or failing in the inbox, not only what lies past the relay's cursor.
 """
 
 from __future__ import annotations
@@ -102,7 +101,7 @@ def apply_batch(
     moved once. If anything in it fails, that is undone and the batch is applied again event by
     event, each in a savepoint: a failing event is rolled back alone and its attempt counted,
     its successors in its aggregate wait in the inbox, and ApplyFailed asks the relay to deliver
-    again. Savepoints were most of applying's cost (BENCHMARKS.md).
+    again. Savepoints are taken only then: they are most of what applying costs.
     """
     rules = _Rules(max_attempts=max_attempts, hold_seconds=hold_seconds)
     try:
@@ -175,10 +174,10 @@ def _sources(envelopes: list[Envelope]) -> str:
 class _Batch:
     """What one transaction's events share, looked up once instead of once per event.
 
-    The sources' counters are kept off the session until the batch ends: each event's
-    savepoint flushes whatever is pending, and a counter row rewritten per event was a third
-    of the cost of applying one (BENCHMARKS.md). A batch applied `whole` has no savepoints:
-    its aggregates' progress is read up front and the clock moves once, at the end.
+    The sources' counters are kept off the session until the batch ends, so that each event's
+    savepoint, which flushes whatever is pending, does not rewrite them. A batch applied
+    `whole` has no savepoints: its aggregates' progress is read up front and the clock moves
+    once, at the end.
     """
 
     session: Session

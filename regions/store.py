@@ -12,11 +12,12 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, create_engine
 
 from foundation import sqlite
 from foundation.settings import Settings
-from regions import clock, migrate
+from regions import clock, migrate, views
 from regions.catalog import regions
 from regions.models import ClockState  # importing it registers every table on the metadata
 from regions.unavailable import StoreUnavailable, store_failure, unavailable
@@ -34,10 +35,13 @@ class Store:
         self.timeout_seconds = timeout_seconds
         self.engine = _create_engine(url, timeout_seconds)
         self._reader = self.engine.execution_options(**{sqlite.READ_ONLY: True})
-        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
-        # steps of up to 100 ms before it looks again. Writers in this process queue on a
-        # mutex instead and start the moment the lock is free (BENCHMARKS.md: activities ran
-        # 4x faster under load). Other processes still meet the busy timeout.
+        self._sessions = sessionmaker(self.engine, class_=Session, expire_on_commit=False)
+        # A transaction's own events reach its region's views as it commits, in the same
+        # transaction; only this store's sessions carry the listener.
+        event.listen(self._sessions, "before_commit", views.apply_local)
+        # SQLite has one writer at a time, and one that finds the lock taken sleeps in steps of
+        # up to 100 ms; writers in this process queue on a mutex instead and start the moment
+        # the lock is free. Other processes still meet the busy timeout.
         self._writer = threading.RLock() if self.is_sqlite else None
         # Counts this process's committed writes, so a relay reading the outbox wakes when
         # one lands instead of polling (writes from other processes are found by polling).
@@ -70,7 +74,7 @@ class Store:
         with (
             self._unavailable_raised(),
             self._queued(),
-            Session(self.engine, expire_on_commit=False) as session,
+            self._sessions() as session,
             session.begin(),
         ):
             if serialised and not self.is_sqlite:
@@ -97,7 +101,7 @@ class Store:
         """A read transaction that never blocks writers (SQLite readers use the WAL snapshot)."""
         with (
             self._unavailable_raised(),
-            Session(self._reader, expire_on_commit=False) as session,
+            self._sessions(bind=self._reader) as session,
             session.begin(),
         ):
             yield session

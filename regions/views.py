@@ -7,7 +7,6 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from sqlalchemy import event as sa_event
 from sqlmodel import Session, SQLModel, col, select
 
 from regions import carts
@@ -45,16 +44,14 @@ Handler = Callable[[Session, Envelope, Event], bool]
 
 def publish(session: Session, region: str, event: Event, aggregate_id: str) -> None:
     """Adds a local write's event to the outbox for the other regions; this region's read models
-    get it when the transaction commits (`_apply_local`). A region has no relay to itself: it
-    was a third of replication's cost (BENCHMARKS.md)."""
+    get it when the transaction commits (`apply_local`), never through a relay to itself."""
     row = record_event(session, region, event, aggregate_id)
     session.info.setdefault(_PUBLISHED, []).append(row)
 
 
-@sa_event.listens_for(Session, "before_commit")
-def _apply_local(session: Session) -> None:
-    """Applies the transaction's own events to its region's read models, all in one savepoint
-    (one per event was a tenth of a step's cost, BENCHMARKS.md), or one by one if that fails.
+def apply_local(session: Session) -> None:
+    """Applies the transaction's own events to its region's read models, all in one savepoint,
+    or one by one if that fails; every Store session runs it before it commits (regions/store.py).
 
     A failure never undoes the write: the other regions still get the event, and only this
     region's view waits, in the dead-letter table, for an operator to re-drive it after a fix.

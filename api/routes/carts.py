@@ -2,34 +2,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Response, status
+from fastapi import APIRouter, Body, Depends, Path, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, StrictInt
 from starlette.concurrency import run_in_threadpool
 
+from api.accepted import accepted
+from api.deps import CartSku, CartStoreDep, IdempotencyKey
 from api.errors import BAD_INPUT, JSON_BODY, STORE_ERRORS, TEMPORAL_ERRORS, require_json
-from api.routes.orders import IdempotencyKey, accepted
 from api.schemas import ErrorBody
 from api.services import Services, ServicesDep
 from orders import sagas
 from orders.errors import invalid
 from orders.schemas import ID_PATTERN, OrderAccepted, Strict
 from regions import carts
-from regions.catalog import PRODUCTS_BY_SKU
 from regions.store import Store
 
 router = APIRouter(prefix="/carts", tags=["carts"], responses={**BAD_INPUT, **STORE_ERRORS})
 
 Customer = Annotated[str, Path(pattern=ID_PATTERN, description="The customer's id")]
-Sku = Annotated[str, Path(min_length=1, max_length=64)]
-RegionHeader = Annotated[
-    str | None,
-    Header(
-        alias="X-Region",
-        min_length=1,
-        description="The region that serves the request (default: the API's)",
-    ),
-]
 _ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 409: {"model": ErrorBody}}
 
 
@@ -53,11 +44,8 @@ class Checkout(Strict):
 
 
 @router.get("/{customer}", response_model=CartView)
-async def get_cart(
-    customer: Customer, services: ServicesDep, region: RegionHeader = None
-) -> CartView:
+async def get_cart(customer: Customer, store: CartStoreDep, services: ServicesDep) -> CartView:
     """The cart as the region asked has merged it from every region's edits."""
-    store = _store(services, region)
     snapshot = await run_in_threadpool(carts.read, store, customer, _window(services))
     return _view(customer, store, snapshot.items)
 
@@ -70,14 +58,12 @@ async def get_cart(
 )
 async def set_item(
     customer: Customer,
-    sku: Sku,
+    store: CartStoreDep,
+    sku: CartSku,
     quantity: Quantity,
     services: ServicesDep,
-    region: RegionHeader = None,
 ) -> CartView:
     """Sets a SKU's quantity in the cart, written only to the region asked."""
-    store = _store(services, region)
-    _known(sku)
     if quantity.quantity > services.settings.max_quantity:
         raise RequestValidationError(
             [invalid(("body", "quantity"), f"at most {services.settings.max_quantity} units")]
@@ -90,11 +76,9 @@ async def set_item(
 
 @router.delete("/{customer}/items/{sku}", response_model=CartView, responses=_ERRORS)
 async def remove_item(
-    customer: Customer, sku: Sku, services: ServicesDep, region: RegionHeader = None
+    customer: Customer, store: CartStoreDep, sku: CartSku, services: ServicesDep
 ) -> CartView:
     """Removes a SKU from the cart, written only to the region asked."""
-    store = _store(services, region)
-    _known(sku)
     items = await run_in_threadpool(
         carts.set_quantity, store, customer, sku, None, _window(services)
     )
@@ -114,11 +98,10 @@ async def checkout(
     services: ServicesDep,
     response: Response,
     body: Annotated[Checkout, Body()],
-    region: RegionHeader = None,
+    store: CartStoreDep,
 ) -> OrderAccepted:
     """Orders the merged cart of the region asked, with that region as home; the order's saga
     takes the checked-out items out of the cart once it completes."""
-    store = _store(services, region)
     saga_status, started = await sagas.checkout(
         services.client,
         services.settings,
@@ -129,22 +112,6 @@ async def checkout(
         body.payment_token,
     )
     return accepted(response, services, idempotency_key, saga_status, started=started)
-
-
-def _store(services: Services, region: str | None) -> Store:
-    name = region or services.settings.default_region
-    store = services.stores.get(name)
-    if store is None:
-        known = ", ".join(services.settings.regions)
-        raise RequestValidationError(
-            [invalid(("header", "X-Region"), f"unknown region; known: {known}")]
-        )
-    return store
-
-
-def _known(sku: str) -> None:
-    if sku not in PRODUCTS_BY_SKU:
-        raise HTTPException(404, f"unknown SKU {sku!r}")
 
 
 def _window(services: Services) -> int:

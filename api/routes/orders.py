@@ -3,8 +3,10 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Response, status
 
+from api.accepted import accepted
+from api.deps import IdempotencyKey
 from api.errors import BAD_INPUT, JSON_BODY, TEMPORAL_ERRORS, require_json
 from api.schemas import ActionAccepted, ErrorBody, RerunAccepted, ResolutionIn
 from api.services import Services, ServicesDep
@@ -15,14 +17,6 @@ from regions.values import SagaStatus
 router = APIRouter(prefix="/orders", tags=["orders"], responses=BAD_INPUT)
 
 OrderId = Annotated[str, Path(pattern=ID_PATTERN, description="The order's Idempotency-Key")]
-IdempotencyKey = Annotated[
-    str,
-    Header(
-        alias="Idempotency-Key",
-        pattern=ID_PATTERN,
-        description="Names the order: the same key never starts a second saga",
-    ),
-]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody},
     409: {"model": ErrorBody},
@@ -46,17 +40,6 @@ async def submit_order(
         services.client, services.settings, services.stores, idempotency_key, order
     )
     return accepted(response, services, idempotency_key, saga_status, started=started)
-
-
-def accepted(
-    response: Response, services: Services, order_id: str, saga_status: SagaStatus, *, started: bool
-) -> OrderAccepted:
-    """The 202 for an order's saga; a repeated key is marked so clients can tell."""
-    if not started:
-        response.headers["Idempotent-Replayed"] = "true"
-    return OrderAccepted(
-        order_id=order_id, status=saga_status, links=sagas.links(services.settings, order_id)
-    )
 
 
 @router.get("", response_model=list[OrderSummary], responses=TEMPORAL_ERRORS)

@@ -3,11 +3,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException
 from starlette.concurrency import run_in_threadpool
 
+from api.deps import StockSku, StoreDep
 from api.errors import BAD_INPUT, JSON_BODY, STORE_ERRORS, require_json
 from api.schemas import ErrorBody, RegionOut, StockOut, StockUpdate
-from api.services import ServicesDep, StoreDep
+from api.services import ServicesDep
 from regions import inventory
-from regions.catalog import PRODUCTS_BY_SKU
 from regions.inventory import StockLevel
 
 router = APIRouter(prefix="/regions", tags=["regions"])
@@ -43,10 +43,8 @@ async def region_stock(store: StoreDep) -> list[StockOut]:
     },
     dependencies=[Depends(require_json)],
 )
-async def set_stock(sku: str, update: StockUpdate, store: StoreDep) -> StockOut:
+async def set_stock(sku: StockSku, update: StockUpdate, store: StoreDep) -> StockOut:
     """Sets physical stock (an operator call); it may not fall below what is reserved."""
-    if sku not in PRODUCTS_BY_SKU:
-        raise HTTPException(404, f"unknown SKU {sku!r}")
     try:
         level = await run_in_threadpool(inventory.set_on_hand, store, sku, update.on_hand)
     except inventory.StockBelowReserved as refused:

@@ -6,9 +6,10 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from api.deps import StoreDep
 from api.errors import BAD_INPUT
 from api.schemas import ErrorBody
-from api.services import ServicesDep, StoreDep
+from api.services import ServicesDep
 from regions import replication
 from regions.unavailable import StoreUnavailable
 
