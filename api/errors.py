@@ -18,9 +18,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from api.schemas import ErrorBody, ValidationErrorBody
+from foundation.temporal import temporal_unreachable
 from orders.errors import (
     EmptyCart,
     IdempotencyConflict,
@@ -54,8 +55,6 @@ TEMPORAL_ERRORS: dict[int | str, dict[str, Any]] = {
 STORE_ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "The region's store is unreachable or timed out"}
 }
-
-_UNREACHABLE = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
 
 
 def field_name(loc: Sequence[Any]) -> str:
@@ -92,14 +91,6 @@ def _has_body(request: Request) -> bool:
     return (
         request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
     )
-
-
-def temporal_unreachable(error: BaseException) -> bool:
-    if isinstance(error, RPCError):
-        # A call in flight when the server went away fails with the transport's own error.
-        return error.status in _UNREACHABLE or "transport error" in error.message
-    # A lazy client that cannot connect raises a RuntimeError from the SDK's core.
-    return isinstance(error, RuntimeError) and str(error).startswith("Failed client connect")
 
 
 async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:

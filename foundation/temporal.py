@@ -23,7 +23,7 @@ from temporalio.converter import (
     DefaultFailureConverterWithEncodedAttributes,
 )
 from temporalio.runtime import Runtime
-from temporalio.service import TLSConfig
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from foundation.codec import EncryptionCodec
 from foundation.security import ConfigurationError, payload_keyring
@@ -155,3 +155,15 @@ async def ensure_search_attributes(
             AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
         )
     return sorted(missing)
+
+
+_UNREACHABLE = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+
+
+def temporal_unreachable(error: BaseException) -> bool:
+    """Temporal did not answer (down, cut off, restarting), as opposed to answering no."""
+    if isinstance(error, RPCError):
+        # A call in flight when the server went away fails with the transport's own error.
+        return error.status in _UNREACHABLE or "transport error" in error.message
+    # A lazy client that cannot connect raises a RuntimeError from the SDK's core.
+    return isinstance(error, RuntimeError) and str(error).startswith("Failed client connect")

@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
@@ -31,7 +31,7 @@ from activities.payments import PaymentActivities
 from activities.replication import ReplicationActivities
 from activities.stock import StockActivities
 from foundation.settings import Settings
-from foundation.temporal import connect, ensure_search_attributes
+from foundation.temporal import connect, ensure_search_attributes, temporal_unreachable
 from regions.store import Store
 from regions.unavailable import StoreUnavailable, store_failure
 from worker.saga_metrics import SagaMetrics
@@ -43,6 +43,8 @@ from workflows.relay import Relay
 from workflows.relay_contract import RelayInput, relay_id
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Activities are short database transactions run on threads.
 ACTIVITY_THREADS = 32
@@ -168,13 +170,18 @@ async def run_workers(workers: Sequence[Worker], stop: asyncio.Event) -> None:
         await stop.wait()
 
 
-async def _connect_when_up(settings: Settings, stop: asyncio.Event) -> Client | None:
-    """Connects, waiting out a Temporal that is down or restarting (None if stopped first)."""
+async def _when_temporal_answers(
+    call: Callable[[], Awaitable[T]], settings: Settings, stop: asyncio.Event
+) -> T | None:
+    """Makes a start-up call to Temporal, waiting out a server that is down, restarting or cut
+    off (as a worker restarted during an outage must); None if stopped first."""
     delay = 0.5
     while not stop.is_set():
         try:
-            return await connect(settings)
-        except RuntimeError as error:
+            return await call()
+        except (RPCError, RuntimeError) as error:
+            if not temporal_unreachable(error):
+                raise
             log.warning(
                 "Temporal at %s is not reachable (%s); retrying", settings.temporal_address, error
             )
@@ -217,10 +224,14 @@ async def run_region(settings: Settings, region: str, stop: asyncio.Event) -> No
 async def _serve_region(
     settings: Settings, region: str, gateway: PaymentGateway, stop: asyncio.Event
 ) -> None:
-    client = await _connect_when_up(settings, stop)
+    client = await _when_temporal_answers(lambda: connect(settings), settings, stop)
     if client is None:
         return
-    await ensure_search_attributes(client, SEARCH_ATTRIBUTES)
+    registered = _when_temporal_answers(
+        lambda: ensure_search_attributes(client, SEARCH_ATTRIBUTES), settings, stop
+    )
+    if await registered is None:
+        return
     store = Store(
         region, settings.database_url(region), timeout_seconds=settings.store_timeout_seconds
     )
@@ -228,7 +239,12 @@ async def _serve_region(
         store.dispose()
         return
     if settings.replication:
-        await start_relays(client, settings, region)
+        relays = _when_temporal_answers(
+            lambda: start_relays(client, settings, region), settings, stop
+        )
+        if await relays is None:
+            store.dispose()
+            return
     try:
         with ThreadPoolExecutor(ACTIVITY_THREADS, thread_name_prefix=region) as executor:
             workers = [

@@ -6,9 +6,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
-from api.errors import TEMPORAL_ERRORS, temporal_unreachable
+from api.errors import TEMPORAL_ERRORS
 from api.schemas import Health
 from api.services import ServicesDep
+from foundation.temporal import temporal_unreachable
 
 router = APIRouter(tags=["health"])
 

@@ -94,10 +94,18 @@ class ChaosStack:
         self._temporal.send_signal(signal.SIGKILL)
         self._temporal.wait()
 
-    def start_worker(self, region: str, *, database_urls: Mapping[str, str] | None = None) -> None:
+    def start_worker(
+        self,
+        region: str,
+        *,
+        database_urls: Mapping[str, str] | None = None,
+        replication: bool = False,
+    ) -> None:
         env = self.env()
         if database_urls:
             env["GEOSAGA_DATABASE_URLS"] = json.dumps(dict(database_urls))
+        if replication:
+            env["GEOSAGA_REPLICATION"] = "true"
         with (self.folder / f"worker-{region}.log").open("ab") as log:
             self._workers[region] = subprocess.Popen(
                 [sys.executable, "-m", "geosaga", "worker", "--region", region],

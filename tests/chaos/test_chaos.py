@@ -102,3 +102,44 @@ async def test_a_worker_started_while_its_store_is_down_waits_for_it(
         assert chaos.stack.worker_running("us-east")
     finally:
         await proxies.close()
+
+
+async def test_a_worker_that_loses_temporal_while_it_waits_for_its_store_waits_again(
+    chaos: Chaos, postgres_database: str
+) -> None:
+    # Found by `geosaga torture --seed 107 --minutes 5 --store postgres`: a worker restarted
+    # while its store was cut off connected to Temporal, then waited for the store; Temporal
+    # was cut off meanwhile, so starting the relays failed and the worker exited.
+    schema = f"down{uuid.uuid4().hex[:8]}"
+    engine = create_engine(postgres_database, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    database = postgres_database.rsplit("/", 1)[1]
+    port = free_port()
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}?options=-csearch_path%3D{schema}"
+    chaos.stack.kill_worker("us-east")
+    chaos.stack.start_worker("us-east", database_urls={"us-east": url}, replication=True)
+    log = chaos.stack.folder / "worker-us-east.log"
+    await _until_logged(log, "store is not reachable")
+    chaos.stack.kill_temporal()
+
+    proxies = Proxies()
+    await proxies.add("store-us-east", port, ("127.0.0.1", 5432))
+    try:
+        await _until_logged(log, "Temporal at")  # once the store answered, starting the relays
+        await asyncio.sleep(1)
+        assert chaos.stack.worker_running("us-east"), log.read_text()[-2000:]
+        await chaos.stack.start_temporal()
+        await chaos.stack.wait_for_workers()
+        assert chaos.stack.worker_running("us-east")
+    finally:
+        await proxies.close()
+
+
+async def _until_logged(log: Path, words: str) -> None:
+    for _ in range(600):
+        if log.exists() and words in log.read_text():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{words!r} never appeared in {log}:\n{log.read_text()[-2000:]}")

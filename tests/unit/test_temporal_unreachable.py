@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.errors import temporal_unreachable
+from foundation.temporal import temporal_unreachable
 
 
 @pytest.mark.parametrize(
