@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import socket
@@ -25,10 +24,10 @@ from foundation.security import (
 )
 from foundation.settings import Settings
 from geosaga.devserver import SQLITE_PRAGMAS, DevServer, wait_for_port, wait_until_serving
+from geosaga.processes import terminate
 from regions.seed import seed_demo_stock
 from regions.store import close_stores, open_stores
 
-_STOP_GRACE_SECONDS = 10.0
 DEV_METRICS_PORT = 9464
 
 
@@ -142,15 +141,7 @@ async def _stop_all(children: list[tuple[str, Process]]) -> None:
     """The API first, then workers, then the gateway and Temporal: nothing is left mid-call to
     a dead server."""
     for _, process in reversed(children):
-        if process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), _STOP_GRACE_SECONDS)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+        await terminate(process)
 
 
 def _announce(

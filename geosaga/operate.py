@@ -182,8 +182,9 @@ def redrive(region: str, event_id: str) -> None:
     """Apply a dead-lettered event again, once what broke it is fixed."""
     from regions.replication import redrive as redrive_letter
 
+    store = _store(region)  # an unknown region is its own one line
     try:
-        found = redrive_letter(_store(region), event_id)
+        found = redrive_letter(store, event_id)
     except Exception as failure:
         console.print(f"[red]still cannot apply it: {failure}")
         raise typer.Exit(1) from None

@@ -28,6 +28,7 @@ from temporalio.client import Client
 from foundation.settings import Settings
 from foundation.temporal import connect
 from geosaga.devserver import DevServer, free_port, wait_for_port, wait_until_serving
+from geosaga.processes import terminate
 from geosaga.torture import postgres
 from geosaga.torture.proxy import Proxies
 from geosaga.torture.schedule import (
@@ -50,7 +51,6 @@ TIMING: dict[str, float] = {
     "compensation_max_backoff_seconds": 2.0,
 }
 _STARTUP_SECONDS = 120.0
-_STOP_GRACE_SECONDS = 10.0
 
 
 class StackFailed(Exception):
@@ -224,16 +224,10 @@ class Stack:
         process = child.process
         if process is None or process.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            if child.paused:
-                process.send_signal(signal.SIGCONT)
-            process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(process.wait(), _STOP_GRACE_SECONDS)
-        except TimeoutError:
+        if child.paused:
             with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+                process.send_signal(signal.SIGCONT)
+        await terminate(process)
 
     # Readiness ---------------------------------------------------------------------------------
 
