@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from regions import replication
+from regions import lag
 from regions.store import Store
 
 _PAIR = ["source", "destination"]
@@ -56,7 +56,7 @@ class ReplicationCollector(Collector):
             labels=["region"],
         )
         for destination, store in self._stores.items():
-            for pair in replication.status(self._stores, destination):
+            for pair in lag.status(self._stores, destination):
                 labels = [pair.source, destination]
                 lag_events.add_metric(labels, pair.lag_events)
                 lag_seconds.add_metric(labels, pair.lag_seconds)
@@ -69,7 +69,7 @@ class ReplicationCollector(Collector):
                 counters["conflicts_detected"].add_metric(labels, pair.conflicts_detected)
                 counters["conflicts_resolved"].add_metric(labels, pair.conflicts_resolved)
                 counters["events_dead_lettered"].add_metric(labels, pair.dead_lettered)
-            depth.add_metric([destination], replication.dead_letter_depth(store))
+            depth.add_metric([destination], lag.dead_letter_depth(store))
         yield lag_events
         yield lag_seconds
         yield from parts.values()

@@ -14,6 +14,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def age_seconds(now: datetime, then: datetime) -> float:
+    """How long ago `then` was, never negative."""
+    if then.tzinfo is None:  # SQLite hands back naive UTC
+        then = then.replace(tzinfo=UTC)
+    return max(0.0, (now - then).total_seconds())
+
+
 def _timestamp() -> datetime:
     return Field(default_factory=utcnow, sa_type=DateTime(timezone=True))  # type: ignore[no-any-return]
 

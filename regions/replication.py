@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Session, col, func, select
@@ -40,9 +40,9 @@ from regions.models import (
     AggregateProgress,
     DeadLetter,
     InboxEvent,
-    OutboxEvent,
     ProcessedEvent,
     ReplicationSource,
+    age_seconds,
     utcnow,
 )
 from regions.store import Store
@@ -461,7 +461,7 @@ def _drain(batch: _Batch, key: AggregateKey) -> None:
             envelope,
             progress,
             head.attempts,
-            f"waited {_age(batch.now, head.received_at):.0f} s for sequence {missing} of "
+            f"waited {age_seconds(batch.now, head.received_at):.0f} s for sequence {missing} of "
             f"{key[1]} {key[2]} from {key[0]}, which never arrived",
         )
 
@@ -542,7 +542,7 @@ def _due(
         key
         for key, (first, since) in heads.items()
         if key not in skip
-        and (first <= progress.get(key, 0) + 1 or _age(now, since) >= rules.hold_seconds)
+        and (first <= progress.get(key, 0) + 1 or age_seconds(now, since) >= rules.hold_seconds)
     ]
 
 
@@ -561,7 +561,7 @@ def _progress_rows(
 
 
 def _overdue(batch: _Batch, row: InboxEvent) -> bool:
-    return _age(batch.now, row.received_at) >= batch.rules.hold_seconds
+    return age_seconds(batch.now, row.received_at) >= batch.rules.hold_seconds
 
 
 def _observe(session: Session, region: str, envelope: Envelope) -> None:
@@ -593,97 +593,3 @@ def _inbox(envelope: Envelope, now: datetime) -> InboxEvent:
         created_at=envelope.created_at,
         received_at=now,
     )
-
-
-def _age(now: datetime, then: datetime) -> float:
-    if then.tzinfo is None:  # SQLite hands back naive UTC
-        then = then.replace(tzinfo=UTC)
-    return max(0.0, (now - then).total_seconds())
-
-
-# Lag -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PairStatus:
-    """How far one source region's events are applied in one destination region."""
-
-    source: str
-    destination: str
-    delivered_through: int
-    # undelivered + held + failing, and the age of the oldest of them (0 when caught up)
-    lag_events: int
-    lag_seconds: float
-    applied: int
-    duplicates: int
-    held_back: int
-    conflicts_detected: int
-    conflicts_resolved: int
-    dead_lettered: int
-    undelivered_events: int
-    held_events: int
-    failing_events: int
-
-
-@dataclass(frozen=True)
-class _Waiting:
-    held: int = 0
-    failing: int = 0
-    oldest: datetime | None = None
-
-
-def status(stores: Mapping[str, Store], destination: str) -> list[PairStatus]:
-    """Every source's lag and counters at `destination`, reading both ends' stores."""
-    with stores[destination].reading() as session:
-        counters = {row.source_region: row for row in session.exec(select(ReplicationSource))}
-        rows = session.exec(
-            select(
-                InboxEvent.source_region,
-                func.count(),
-                func.count(col(InboxEvent.last_error)),
-                # Rows from before revision 0004 know only when they were received.
-                func.min(func.coalesce(InboxEvent.created_at, InboxEvent.received_at)),
-            ).group_by(col(InboxEvent.source_region))
-        )
-        waiting = {
-            source: _Waiting(held=count - failing, failing=failing, oldest=oldest)
-            for source, count, failing, oldest in rows
-        }
-    now = utcnow()
-    pairs = []
-    for source, store in stores.items():
-        if source == destination:
-            continue  # a region's own events reach its read models as they are written
-        row = counters.get(source) or ReplicationSource(source_region=source)
-        with store.reading() as session:
-            undelivered, oldest = session.exec(
-                select(func.count(), func.min(OutboxEvent.created_at)).where(
-                    col(OutboxEvent.id) > row.delivered_through
-                )
-            ).one()
-        inbox = waiting.get(source, _Waiting())
-        ages = [_age(now, then) for then in (oldest, inbox.oldest) if then is not None]
-        pairs.append(
-            PairStatus(
-                source=source,
-                destination=destination,
-                delivered_through=row.delivered_through,
-                lag_events=int(undelivered) + inbox.held + inbox.failing,
-                lag_seconds=max(ages, default=0.0),
-                applied=row.applied,
-                duplicates=row.duplicates,
-                held_back=row.held_back,
-                conflicts_detected=row.conflicts_detected,
-                conflicts_resolved=row.conflicts_resolved,
-                dead_lettered=row.dead_lettered,
-                undelivered_events=int(undelivered),
-                held_events=inbox.held,
-                failing_events=inbox.failing,
-            )
-        )
-    return pairs
-
-
-def dead_letter_depth(store: Store) -> int:
-    with store.reading() as session:
-        return int(session.exec(select(func.count()).select_from(DeadLetter)).one())

@@ -10,7 +10,7 @@ from api.deps import StoreDep
 from api.errors import BAD_INPUT
 from api.schemas import ErrorBody
 from api.services import ServicesDep
-from regions import replication
+from regions import lag, replication
 from regions.unavailable import StoreUnavailable
 
 router = APIRouter(prefix="/regions", tags=["replication"], responses=BAD_INPUT)
@@ -61,8 +61,8 @@ class Redriven(BaseModel):
 )
 async def replication_status(store: StoreDep, services: ServicesDep) -> ReplicationStatus:
     """What this region has applied of every region's events, and how far behind it is."""
-    pairs = await run_in_threadpool(replication.status, services.stores, store.region)
-    depth = await run_in_threadpool(replication.dead_letter_depth, store)
+    pairs = await run_in_threadpool(lag.status, services.stores, store.region)
+    depth = await run_in_threadpool(lag.dead_letter_depth, store)
     return ReplicationStatus(
         region=store.region,
         sources=[SourceStatus.model_validate(pair, from_attributes=True) for pair in pairs],

@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from regions import hlc, outbox, replication, views
+from regions import lag as replication_lag
 from regions.events import Envelope, Event, StockLevelChanged
 from regions.hlc import Timestamp
 from regions.inventory import set_on_hand
@@ -337,7 +338,7 @@ def test_lag_counts_what_is_held_back_or_failing_until_it_is_applied_or_dead_let
     poisoned.update({events[0].event_id, events[1].event_id})
 
     def lag() -> tuple[int, int, int, int, bool]:
-        [pair] = [p for p in replication.status(stores, "eu-west") if p.source == "ap-south"]
+        [pair] = [p for p in replication_lag.status(stores, "eu-west") if p.source == "ap-south"]
         return (
             pair.lag_events,
             pair.undelivered_events,
