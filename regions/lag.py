@@ -1,5 +1,7 @@
 """How far behind each region's replication is: per source, what waits undelivered in the
-source's outbox, held or failing in this region's inbox, and how old the oldest of it is."""
+source's outbox, held or failing in this region's inbox, and how old the oldest of it is. An
+event counts as lag until it is applied or dead-lettered, not only while it lies past the
+relay's cursor."""
 
 from __future__ import annotations
 

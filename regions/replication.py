@@ -18,8 +18,9 @@ waited longer than `hold_seconds` (its predecessor never came, or its clock neve
 so the inbox always drains. A batch sweeps its source's inbox after applying, and the relay
 sweeps whenever its source is quiet. Applied or dead-lettered, an event's successors never wait.
 
-`status` counts an event as lag until it is applied or dead-lettered: undelivered in the
-source's outbox, or held or failing in the inbox, not only what lies past the relay's cursor.
+Lag is read in regions/lag.py. This module is longer than the others on purpose: applying,
+holding, sweeping and dead-lettering share one batch's state and one transaction's rules, and
+split apart each part would reach into the others' private state.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 The floor is a workflow of the saga's shape whose activities do nothing (workflows/floor.py),
 run on the same server, task queues and workers: what the sagas cost beyond it is geosaga's.
+One module, though long: the phases of a run share one stack, one client and one clock, and
+their results are compared with each other.
 """
 
 from __future__ import annotations
