@@ -20,7 +20,12 @@ from foundation.settings import Settings
 from regions import clock, migrate, views
 from regions.catalog import regions
 from regions.models import ClockState  # importing it registers every table on the metadata
-from regions.unavailable import StoreUnavailable, store_failure, unavailable
+from regions.unavailable import (
+    StoreUnavailable,
+    retried_if_disconnected,
+    store_failure,
+    unavailable,
+)
 
 # How long a request may wait on a store by default: to connect, and for the write lock.
 TIMEOUT_SECONDS = 30.0
@@ -52,10 +57,14 @@ class Store:
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
+    @retried_if_disconnected
     def create_schema(self) -> None:
         """Brings the schema to the newest migration (regions/migrations, `alembic upgrade
-        head`); safe when several processes open the same store at once."""
-        migrate.upgrade(self.engine)
+        head`); safe when several processes open the same store at once, and tried again on a
+        fresh connection when one is killed under it (on PostgreSQL the upgrade is one
+        transaction, which the server rolls back)."""
+        with self._unavailable_raised():
+            migrate.upgrade(self.engine)
         # The clock row exists before any writer locks it, so concurrent first writes queue.
         # A process opening the store at the same moment may insert it first: that is fine.
         with suppress(IntegrityError), self._transaction(serialised=False) as session:
