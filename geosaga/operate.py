@@ -10,25 +10,62 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from foundation.settings import Settings
-from foundation.temporal import connect
+from foundation.temporal import connect, temporal_unreachable
 from geosaga.checks import require_region
 from regions.store import Store
+from workflows.contract import WORKFLOW_ID_PREFIX
 
 T = TypeVar("T")
 
+_ORDER = "An order id, or its saga's workflow id (order-<order id>)"
 attention = typer.Typer(help="Sagas whose compensation is stuck and waits for a person.")
 console = Console()
 
 
 def _run(action: Callable[[Client, Settings], Awaitable[T]]) -> T:
+    """Runs `action` with a client; Temporal out of reach ends the command in one line."""
     settings = Settings()
 
     async def main() -> T:
         return await action(await connect(settings), settings)
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except (RuntimeError, RPCError) as error:
+        if not temporal_unreachable(error):
+            raise
+        console.print(
+            f"[red]Temporal is unreachable at {settings.temporal_address}[/] (is `make run` "
+            "running? GEOSAGA_TEMPORAL_ADDRESS says where)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+
+
+async def _as_order(given: str, action: Callable[[str], Awaitable[T]]) -> T:
+    """Runs `action` on the order `given` names: an order id, or its saga's workflow id
+    (`order-<order id>`, as `replay` and the Web UI show it).
+
+    The id as given comes first, since an order id may itself start with `order-`; only when
+    no such order exists is the prefix taken off. `action` must raise OrderNotFound before
+    doing anything, as the orders client does.
+    """
+    from orders.errors import OrderNotFound
+
+    stripped = given.removeprefix(WORKFLOW_ID_PREFIX)
+    if stripped != given:
+        try:
+            return await action(given)
+        except OrderNotFound:
+            pass
+    try:
+        return await action(stripped)
+    except OrderNotFound:
+        raise OrderNotFound(f"no order {given}") from None
 
 
 def _show(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], empty: str) -> None:
@@ -43,13 +80,16 @@ def _show(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]], empty: str)
     console.print(table if rows else empty)
 
 
-def _refusals(action: Callable[[Client, Settings], Awaitable[str]]) -> None:
+def _refusals(order: str, action: Callable[[Client, str], Awaitable[str]]) -> None:
     from orders.errors import NotAnswered, OrderNotFound, Refused
 
     try:
-        console.print(_run(action))
-    except (Refused, OrderNotFound, NotAnswered) as refused:
-        console.print(f"[red]{type(refused).__name__}: {refused}")
+        console.print(_run(lambda client, _: _as_order(order, lambda found: action(client, found))))
+    except OrderNotFound as missing:
+        console.print(f"[red]{missing}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except (Refused, NotAnswered) as refused:
+        console.print(f"[red]{type(refused).__name__}: {refused}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -90,36 +130,42 @@ def list_stuck(
 
 
 @attention.command("retry")
-def retry_now(order_id: str, by: Annotated[str, typer.Option(help="Who asks")] = "cli") -> None:
+def retry_now(
+    order_id: Annotated[str, typer.Argument(help=_ORDER)],
+    by: Annotated[str, typer.Option(help="Who asks")] = "cli",
+) -> None:
     """Start the next round of a saga's stuck compensations now."""
     from orders.operations import retry_compensation
 
-    _refusals(lambda client, _: retry_compensation(client, order_id, by))
+    _refusals(order_id, lambda client, found: retry_compensation(client, found, by))
 
 
 @attention.command("resolve")
 def resolve(
-    order_id: str,
+    order_id: Annotated[str, typer.Argument(help=_ORDER)],
     by: Annotated[str, typer.Option(help="Who resolved it")],
     why: Annotated[str, typer.Option(help="What was done by hand, and why")],
 ) -> None:
     """Record that the stuck compensations were done by hand; the saga ends compensated."""
     from orders.operations import resolve as resolve_saga
 
-    _refusals(lambda client, _: resolve_saga(client, order_id, by, why))
+    _refusals(order_id, lambda client, found: resolve_saga(client, found, by, why))
 
 
 def rerun(
-    order_ids: Annotated[list[str] | None, typer.Argument(help="Orders to rerun")] = None,
+    order_ids: Annotated[
+        list[str] | None,
+        typer.Argument(help="Orders to rerun: order ids or workflow ids (order-<order id>)"),
+    ] = None,
     query: Annotated[
         str | None,
         typer.Option(help='A visibility query, e.g. ExecutionStatus="Terminated"'),
     ] = None,
 ) -> None:
     """Rerun failed or terminated sagas: reset to the last good point, or start afresh."""
-    from orders.errors import Refused
+    from orders.errors import OrderNotFound, Refused
     from orders.operations import rerun as rerun_saga
-    from workflows.contract import WORKFLOW_ID_PREFIX, WORKFLOW_NAME
+    from workflows.contract import WORKFLOW_NAME
 
     async def main(client: Client, settings: Settings) -> int:
         targets = list(order_ids or [])
@@ -130,10 +176,17 @@ def rerun(
         failures = 0
         for order_id in dict.fromkeys(targets):
             try:
-                done = await rerun_saga(client, settings, order_id, reason="geosaga retry")
+                done = await _as_order(
+                    order_id,
+                    lambda found: rerun_saga(client, settings, found, reason="geosaga retry"),
+                )
+            except OrderNotFound as missing:
+                failures += 1
+                console.print(f"[red]{missing}", highlight=False, soft_wrap=True)
+                continue
             except Refused as refused:
                 failures += 1
-                console.print(f"[yellow]{order_id}: {refused}")
+                console.print(f"[yellow]{order_id}: {refused}", highlight=False, soft_wrap=True)
                 continue
             console.print(f"{order_id}: {done.action}, new run {done.run_id}")
         if not targets:

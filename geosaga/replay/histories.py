@@ -21,7 +21,7 @@ from google.protobuf.json_format import ParseError
 from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import DataConverter, PayloadCodec
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
@@ -30,6 +30,7 @@ from foundation.settings import Settings
 from foundation.temporal import connect, data_converter
 from geosaga.replay.events import describe_event, only_scheduled
 from worker.sandbox import WORKFLOW_TASK_LOGGERS, workflow_type_name
+from workflows.contract import workflow_id as saga_workflow_id
 from workflows.order_saga import OrderSaga
 
 NONDETERMINISM_HINT = (
@@ -42,6 +43,7 @@ UNREADABLE_HINT = (
     "expected the JSON of `temporal workflow show -o json` or of the Web UI's Download "
     "(payloads not decoded)"
 )
+NOT_FOUND_HINT = "give a workflow id (order-<order id>, as in the Web UI) or an order id"
 UNAVAILABLE_HINT = "check GEOSAGA_TEMPORAL_ADDRESS, GEOSAGA_TEMPORAL_NAMESPACE and the workflow id"
 
 # Core reports a failed workflow task as a Rust debug dump; its `message: "..."` is the news.
@@ -53,7 +55,7 @@ _SCHEDULED_TYPE = re.compile(r"scheduled event '([^']+)'")
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # nondeterminism, replay failed, other workflow, unreadable, unavailable
+    kind: str  # nondeterminism, replay failed, other workflow, unreadable, unavailable, not found
     message: str
     hint: str
     event: str | None = None
@@ -140,12 +142,18 @@ async def fetch_histories(settings: Settings, workflow_ids: Sequence[str]) -> li
 
 
 async def _fetch(client: Client, origin: str, workflow_id: str) -> Source:
-    try:
-        history = await client.get_workflow_handle(workflow_id).fetch_history()
-    except RPCError as error:
-        problem = Problem("unavailable", str(error), UNAVAILABLE_HINT)
-        return Source(f"{origin}, {workflow_id}", problem=problem)
-    return Source(origin, history)
+    # The id as given first (a workflow id from the Web UI), then as an order id (`retry`'s).
+    for candidate in (workflow_id, saga_workflow_id(workflow_id)):
+        try:
+            history = await client.get_workflow_handle(candidate).fetch_history()
+        except RPCError as error:
+            if error.status == RPCStatusCode.NOT_FOUND:
+                continue
+            problem = Problem("unavailable", str(error), UNAVAILABLE_HINT)
+            return Source(f"{origin}, {workflow_id}", problem=problem)
+        return Source(origin, history)
+    problem = Problem("not found", f"no saga {workflow_id} on this server", NOT_FOUND_HINT)
+    return Source(f"{origin}, {workflow_id}", problem=problem)
 
 
 async def replay(

@@ -171,6 +171,49 @@ async def test_operators_resolve_from_the_command_line(
     assert "already finished" in again[1]
 
 
+async def test_the_cli_takes_an_order_id_or_its_workflow_id_and_fails_in_one_line(
+    api: httpx.AsyncClient, client: Client, stores: dict[str, Store], settings: Settings
+) -> None:
+    stock(stores, {"us-east": {"SKU-1": 5}})
+    done = await place(api, client, order("us-east", [("SKU-1", 1)]))
+    wid = workflow_id(done.order_id)
+
+    answers = {
+        "retry unknown": await cli(settings, "retry", "no-such-order"),
+        "retry workflow id": await cli(settings, "retry", wid),
+        "retry order id": await cli(settings, "retry", done.order_id),
+        "attention retry workflow id": await cli(settings, "attention", "retry", wid),
+        "attention resolve unknown": await cli(
+            settings, "attention", "resolve", "order-nothing", "--by", "ops", "--why", "n/a"
+        ),
+    }
+
+    for name, (code, output) in answers.items():
+        assert code == 1, (name, output)
+        assert len(output.strip().splitlines()) == 1, (name, output)
+        assert "Traceback" not in output, (name, output)
+    assert answers["retry unknown"][1].strip() == "no order no-such-order"
+    assert "this one finished as completed" in answers["retry workflow id"][1]
+    assert "this one finished as completed" in answers["retry order id"][1]
+    assert "already finished" in answers["attention retry workflow id"][1]
+    assert answers["attention resolve unknown"][1].strip() == "no order order-nothing"
+
+
+async def test_the_cli_says_in_one_line_when_temporal_is_unreachable(
+    settings: Settings,
+) -> None:
+    unreachable = settings.model_copy(update={"temporal_address": "127.0.0.1:1"})
+
+    for args in (("retry", "x"), ("attention", "retry", "x"), ("attention", "list")):
+        code, output = await cli(unreachable, *args)
+
+        assert code == 1, (args, output)
+        assert output.strip().splitlines() == [
+            "Temporal is unreachable at 127.0.0.1:1 (is `make run` running? "
+            "GEOSAGA_TEMPORAL_ADDRESS says where)"
+        ]
+
+
 async def test_retry_now_skips_the_backoff(
     api: httpx.AsyncClient, client: Client, stores: dict[str, Store], cluster: Cluster
 ) -> None:

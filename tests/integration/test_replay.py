@@ -266,14 +266,18 @@ async def test_cli_replays_a_saga_by_workflow_id(
     server = {"GEOSAGA_TEMPORAL_ADDRESS": temporal_server.address}
 
     found = await geosaga("replay", "--workflow-id", wid, env=server)
+    by_order_id = await geosaga("replay", "--workflow-id", saga.order_id, env=server)
     missing = await geosaga("replay", "--workflow-id", "order-never-placed", env=server)
 
     assert saga.status == SagaStatus.COMPLETED
     assert found.code == 0, found.out
     assert found.out.startswith(f"OK {wid} run "), found.out
     assert f"server {temporal_server.address}" in found.out
+    # `retry` and `attention` take order ids: replay takes them too.
+    assert by_order_id.code == 0, by_order_id.out
+    assert by_order_id.out.startswith(f"OK {wid} run "), by_order_id.out
     assert missing.code == 1, missing.out
-    assert "unavailable" in missing.out
+    assert "not found" in missing.out
     assert "order-never-placed" in missing.out
 
 
