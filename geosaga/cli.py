@@ -38,10 +38,22 @@ def _refusing_unsafe_settings() -> Iterator[None]:
 
 
 @app.command()
-def dev() -> None:
+def dev(
+    check: Annotated[
+        bool,
+        typer.Option(help="Only check that the stack's ports are free (exit 1 when one is taken)"),
+    ] = False,
+) -> None:
     """Run the whole local stack: Temporal dev server + Web UI, one worker per region, the API."""
-    from geosaga.dev import run_dev
+    from geosaga.dev import port_in_use, run_dev
 
+    if check:
+        busy = port_in_use(Settings())
+        if busy is not None:
+            console.print(f"[red]{busy}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+        console.print("the stack's ports are free")
+        return
     with _refusing_unsafe_settings():
         code = asyncio.run(run_dev(Settings(), console))
     raise typer.Exit(code)

@@ -24,6 +24,7 @@ from foundation.security import (
 )
 from foundation.settings import Settings
 from geosaga.devserver import SQLITE_PRAGMAS, DevServer, wait_for_port, wait_until_serving
+from geosaga.ports import holder, taken
 from geosaga.processes import terminate
 from regions.seed import seed_demo_stock
 from regions.store import close_stores, open_stores
@@ -47,6 +48,33 @@ def dev_server_for(settings: Settings) -> DevServer:
     )
 
 
+def stack_ports(settings: Settings) -> list[tuple[str, str, int]]:
+    """What `geosaga dev` listens on, by name. Not the workers' metrics ports: each takes the
+    next free one, and the dev server's HTTP and metrics ports are random."""
+    server = dev_server_for(settings)
+    return [
+        ("Temporal frontend", server.ip, server.port),
+        ("Temporal Web UI", server.ip, server.ui_port),
+        ("payment gateway", settings.gateway_host, settings.gateway_port),
+        ("API", settings.api_host, settings.api_port),
+    ]
+
+
+def port_in_use(settings: Settings) -> str | None:
+    """One line naming the first of the stack's ports that is taken and who holds it; None
+    when every one is free. Checked before anything starts: a second stack would otherwise
+    announce itself, then lose every port to the first."""
+    for name, host, port in stack_ports(settings):
+        if taken(host, port):
+            who = holder(port)
+            by = f" by {who}" if who else ""
+            return (
+                f"the {name} port {host}:{port} is taken{by}: a geosaga stack is probably "
+                "already running (stop it, or set other ports: README, Configuration)"
+            )
+    return None
+
+
 def codec_endpoint(settings: Settings) -> str:
     """Where the Web UI decodes payloads: the API's codec endpoint."""
     return f"{settings.api_url.rstrip('/')}/codec"
@@ -64,6 +92,10 @@ async def run_dev(settings: Settings, console: Console) -> int:
     keys = api_keys(settings)
     keyring = payload_keyring(settings)
     gateway_key(settings)
+    busy = port_in_use(settings)
+    if busy is not None:
+        console.print(f"[red]{busy}", highlight=False, soft_wrap=True)
+        return 1
     children: list[tuple[str, Process]] = []
     try:
         children.append(("temporal", await _spawn(server.command(), server.environment())))

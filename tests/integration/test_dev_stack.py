@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -177,6 +178,39 @@ def assert_paid_through_the_gateway(gateway: str, log: Path) -> None:
     books = {(entry["reference"], entry["kind"]) for entry in entries}
     assert ("order-demo-completed/authorise/us-east", "captured") in books
     assert ("order-demo-out-of-stock/authorise/ap-south", "voided") in books
+
+
+def test_a_second_stack_refuses_in_one_line_before_starting_anything(
+    dev_env: dict[str, str],
+) -> None:
+    """As when `make run` runs twice: the port is taken, and who holds it is named."""
+    with socket.socket() as first:
+        first.bind(("127.0.0.1", int(dev_env["GEOSAGA_API_PORT"])))
+        first.listen()
+        second = subprocess.run(
+            [sys.executable, "-m", "geosaga", "dev"],
+            env=dev_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        checked = subprocess.run(
+            [sys.executable, "-m", "geosaga", "dev", "--check"],
+            env=dev_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    lines = (second.stdout + second.stderr).strip().splitlines()
+    assert second.returncode == 1, lines
+    assert len(lines) == 1, lines
+    assert f"the API port 127.0.0.1:{dev_env['GEOSAGA_API_PORT']} is taken" in lines[0]
+    assert f"(pid {os.getpid()})" in lines[0]
+    assert "a geosaga stack is probably already running" in lines[0]
+    assert (checked.returncode, checked.stdout) == (second.returncode, second.stdout)
+    # Refused before anything started: no dev server, no stores.
+    assert not Path(dev_env["GEOSAGA_DATA_DIR"]).exists()
 
 
 def test_readme_walkthrough_on_the_dev_stack(stack: Stack, dev_env: dict[str, str]) -> None:
