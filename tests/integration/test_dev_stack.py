@@ -121,15 +121,12 @@ def walkthrough_commands() -> list[str]:
     return [block for block in blocks if CONTRACT_API in block]
 
 
-def json_documents(text: str) -> list[dict[str, object]]:
-    """curl prints responses back to back without newlines."""
-    decoder, documents, position = json.JSONDecoder(), [], 0
-    while position < len(text):
-        document, position = decoder.raw_decode(text, position)
-        documents.append(document)
-        while position < len(text) and text[position].isspace():
-            position += 1
-    return documents
+def answers(text: str) -> list[tuple[dict[str, Any], int]]:
+    """Each write's body, then its status on a line of its own (`-w '\\n%{http_code}\\n'`)."""
+    lines = text.splitlines()
+    return [
+        (json.loads(body), int(code)) for body, code in zip(lines[::2], lines[1::2], strict=True)
+    ]
 
 
 def wait_for_status(api: str, order_id: str, *statuses: str) -> dict[str, Any]:
@@ -225,12 +222,18 @@ def test_readme_walkthrough_on_the_dev_stack(stack: Stack, dev_env: dict[str, st
         script = block.replace(CONTRACT_API, stack.api)
         run = subprocess.run(["bash", "-e", "-c", script], capture_output=True, text=True)
         assert run.returncode == 0, run.stderr
+        # Every answer ends its line, and every status shown is a success.
+        assert run.stdout.endswith("\n"), run.stdout
+        statuses = re.findall(r"^\d{3}$", run.stdout, flags=re.M)
+        assert all(code in ("200", "202") for code in statuses), run.stdout
         outputs.append(run.stdout)
 
     [cancel_output] = [
         out for block, out in zip(commands, outputs, strict=True) if "/cancel" in block
     ]
-    assert json_documents(cancel_output)[-1].get("accepted") is True, cancel_output
+    [(_, placed), (cancelled, accepted)] = answers(cancel_output)
+    assert (placed, accepted) == (202, 202), cancel_output
+    assert cancelled.get("accepted") is True, cancel_output
     for order_id, (status, reason) in EXPECTED.items():
         view = wait_for_end(stack.api, order_id)
         assert (view["status"], view["reason"]) == (status, reason), view
