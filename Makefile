@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit install clean
+.PHONY: run test lint typecheck unit install reset clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ test: lint typecheck
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
+
+# The demo data, and nothing else: .data/ holds the regions' stores, the gateway's ledger and the
+# dev server's history. Not while a stack runs on them (the port check of `geosaga dev`).
+reset:
+	@if test -x $(BIN)/geosaga; then $(BIN)/geosaga dev --check || \
+		{ echo "make reset: nothing deleted; stop the running stack first (Ctrl-C where make run runs)"; exit 1; }; fi
+	rm -rf .data
+	@echo "the next make run starts with fresh demo stock and no orders"
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

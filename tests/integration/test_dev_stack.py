@@ -210,6 +210,37 @@ def test_a_second_stack_refuses_in_one_line_before_starting_anything(
     assert not Path(dev_env["GEOSAGA_DATA_DIR"]).exists()
 
 
+def test_make_reset_deletes_the_data_directory_only_while_no_stack_runs(
+    dev_env: dict[str, str], tmp_path: Path
+) -> None:
+    checkout = tmp_path / "checkout"
+    (checkout / ".venv" / "bin").mkdir(parents=True)
+    (checkout / "Makefile").write_text((README.parent / "Makefile").read_text())
+    (checkout / ".venv" / "bin" / "geosaga").symlink_to(README.parent / ".venv/bin/geosaga")
+    (checkout / ".data").mkdir()
+    (checkout / ".data" / "us-east.db").write_text("orders")
+    (checkout / "notes.txt").write_text("mine")
+
+    def reset() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["make", "-s", "reset"], cwd=checkout, env=dev_env, capture_output=True, text=True
+        )
+
+    with socket.socket() as running:
+        running.bind(("127.0.0.1", int(dev_env["GEOSAGA_API_PORT"])))
+        running.listen()
+        refused = reset()
+    kept = (checkout / ".data" / "us-east.db").exists()
+    done = reset()
+
+    assert refused.returncode != 0, refused.stdout
+    assert "a geosaga stack is probably already running" in refused.stdout
+    assert "nothing deleted" in refused.stdout
+    assert kept
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(path.name for path in checkout.iterdir()) == [".venv", "Makefile", "notes.txt"]
+
+
 def test_readme_walkthrough_on_the_dev_stack(stack: Stack, dev_env: dict[str, str]) -> None:
     commands = walkthrough_commands()
     assert len(commands) >= 8, "the README walkthrough lost its curl blocks"
