@@ -28,8 +28,9 @@ class StoreUnavailable(Exception):
         self.disconnected = disconnected
 
 
-# After a killed connection: try again at once, then after these pauses (seconds).
-_RECONNECT_PAUSES = (0.0, 0.1, 0.3)
+# After a killed connection: try again at once, then after these pauses (seconds): long
+# enough in all to outlast a few seconds of backends being terminated, as in a failover.
+RECONNECT_PAUSES = (0.0, 0.1, 0.3, 0.6, 1.0, 1.5)
 
 
 def retried_if_disconnected(call: Callable[P, T]) -> Callable[P, T]:
@@ -38,15 +39,16 @@ def retried_if_disconnected(call: Callable[P, T]) -> Callable[P, T]:
     pool_pre_ping tests a connection only as it leaves the pool; one killed afterwards (a
     backend terminated, a failover) fails the transaction it was in, which the server rolled
     back, so another try on a fresh connection is the answer the caller wanted. A server
-    terminating backends over and over (an operator's script, `geosaga torture`) can kill two
-    in a row; a few tries within half a second ride that out. Only calls that are right to run
-    twice may use this: a connection that died during COMMIT leaves it unknown whether the try
-    committed. A store that times out, or keeps failing, is down: StoreUnavailable.
+    terminating backends over and over (a failover, an operator's script, `geosaga torture`)
+    can kill every try for seconds; tries spread over three and a half seconds ride that out.
+    Only calls that are right to run twice may use this: a connection that died during COMMIT
+    leaves it unknown whether the try committed. A store that times out, or keeps failing, is
+    down: StoreUnavailable.
     """
 
     @functools.wraps(call)
     def retried(*args: P.args, **kwargs: P.kwargs) -> T:
-        for pause in _RECONNECT_PAUSES:
+        for pause in RECONNECT_PAUSES:
             try:
                 return call(*args, **kwargs)
             except StoreUnavailable as unavailable:
