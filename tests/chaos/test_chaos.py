@@ -78,21 +78,11 @@ async def test_a_worker_started_while_its_store_is_down_waits_for_it(
 ) -> None:
     # Found by `geosaga torture` (a PostgreSQL store cut off as its worker restarted): the
     # worker waited for Temporal but not for its database, and exited with a traceback.
-    schema = f"down{uuid.uuid4().hex[:8]}"
-    engine = create_engine(postgres_database, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    database = postgres_database.rsplit("/", 1)[1]
-    port = free_port()  # nothing listens here yet: the store is unreachable
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}?options=-csearch_path%3D{schema}"
+    port, url = _unreachable_store(postgres_database)
     chaos.stack.kill_worker("us-east")
     chaos.stack.start_worker("us-east", database_urls={"us-east": url})
     log = chaos.stack.folder / "worker-us-east.log"
-    for _ in range(600):
-        if "store is not reachable" in log.read_text():
-            break
-        await asyncio.sleep(0.1)
+    await _until_logged(log, "store is not reachable")
     assert chaos.stack.worker_running("us-east"), log.read_text()[-2000:]
 
     proxies = Proxies()
@@ -110,14 +100,7 @@ async def test_a_worker_that_loses_temporal_while_it_waits_for_its_store_waits_a
     # Found by `geosaga torture --seed 107 --minutes 5 --store postgres`: a worker restarted
     # while its store was cut off connected to Temporal, then waited for the store; Temporal
     # was cut off meanwhile, so starting the relays failed and the worker exited.
-    schema = f"down{uuid.uuid4().hex[:8]}"
-    engine = create_engine(postgres_database, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    database = postgres_database.rsplit("/", 1)[1]
-    port = free_port()
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}?options=-csearch_path%3D{schema}"
+    port, url = _unreachable_store(postgres_database)
     chaos.stack.kill_worker("us-east")
     chaos.stack.start_worker("us-east", database_urls={"us-east": url}, replication=True)
     log = chaos.stack.folder / "worker-us-east.log"
@@ -143,3 +126,17 @@ async def _until_logged(log: Path, words: str) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"{words!r} never appeared in {log}:\n{log.read_text()[-2000:]}")
+
+
+def _unreachable_store(postgres_database: str) -> tuple[int, str]:
+    """A schema of its own in the test database, behind a port nothing listens on yet: the
+    store is unreachable until a proxy opens that port."""
+    schema = f"down{uuid.uuid4().hex[:8]}"
+    engine = create_engine(postgres_database, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    database = postgres_database.rsplit("/", 1)[1]
+    port = free_port()
+    options = f"options=-csearch_path%3D{schema}"
+    return port, f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}?{options}"
