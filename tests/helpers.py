@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlmodel import select
@@ -21,8 +21,11 @@ from regions.models import Authorisation, Capture, Stock
 from regions.money import to_minor
 from regions.store import Store
 from regions.values import AuthorisationStatus, SagaStatus
-from workflows.contract import SagaState, workflow_id
+from workflows.contract import SagaState, Stage, workflow_id
 from workflows.order_saga import OrderSaga
+
+if TYPE_CHECKING:
+    from tests.cluster import Cluster
 
 StockLevels = dict[str, dict[str, int]]
 
@@ -150,3 +153,17 @@ def writers_held(store: Store) -> Iterator[None]:
     with store.transaction() as session:
         clock.hold(session, store.region)
         yield
+
+
+async def stuck_release(
+    api: httpx.AsyncClient, client: Client, stores: Mapping[str, Store], cluster: Cluster
+) -> tuple[StockLevels, str]:
+    """A split order cancelled while ap-south is down: its release there is stuck and the saga
+    waits in needs_attention. Returns the stock set first and the order's id."""
+    initial = stock(stores, {"us-east": {"SKU-2": 1}, "ap-south": {"SKU-2": 5}})
+    order_id = await submit(api, order("us-east", [("SKU-2", 3)], token="tok_flaky"))
+    await until(client, order_id, lambda s: s.stage == Stage.AUTHORISING)
+    await cluster.stop("ap-south")
+    await api.post(f"/orders/{order_id}/cancel")
+    await until(client, order_id, lambda s: s.status == SagaStatus.NEEDS_ATTENTION)
+    return initial, order_id

@@ -38,6 +38,7 @@ from tests.helpers import (
     outcome,
     place,
     stock,
+    stuck_release,
     submit,
     until,
 )
@@ -124,12 +125,7 @@ async def test_a_stuck_stock_release_cannot_be_resolved_and_finishes_when_its_re
 ) -> None:
     """A reservation has no console to release it in by hand: resolving its stuck release
     would leave the units reserved for good, so the saga refuses and keeps retrying it."""
-    initial = stock(stores, {"us-east": {"SKU-2": 1}, "ap-south": {"SKU-2": 5}})
-    order_id = await submit(api, order("us-east", [("SKU-2", 3)], token="tok_flaky"))
-    await until(client, order_id, lambda s: s.stage == Stage.AUTHORISING)
-    await cluster.stop("ap-south")
-    await api.post(f"/orders/{order_id}/cancel")
-    await until(client, order_id, lambda s: s.status == SagaStatus.NEEDS_ATTENTION)
+    initial, order_id = await stuck_release(api, client, stores, cluster)
 
     refused = await api.post(
         f"/orders/{order_id}/resolve", json={"resolved_by": "ops", "note": "released by hand"}

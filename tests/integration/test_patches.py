@@ -21,10 +21,10 @@ from geosaga.replay import Source, history_files, read_history, replay
 from regions.store import Store
 from regions.values import SagaStatus
 from tests.cluster import Cluster
-from tests.helpers import new_key, order, outcome, stock, submit, until
+from tests.helpers import new_key, order, outcome, stock, stuck_release, submit, until
 from workflows.allocation import PATCH_STOCK_VIEW
 from workflows.compensation_rounds import PATCH_OPERATOR_ACTIONS, PATCH_RESOLVE_HOLDS_ONLY
-from workflows.contract import Stage, StepStatus, workflow_id
+from workflows.contract import StepStatus, workflow_id
 from workflows.order_saga import (
     PATCH_AUTHORISE_ALONGSIDE,
     PATCH_CANCEL_WINS,
@@ -169,12 +169,7 @@ async def test_without_its_guard_resolving_holds_only_breaks_an_older_resolve(
     """Before the change an operator could resolve a stuck stock release; that saga's history
     replays only while the guard keeps it on the path it took."""
     before(monkeypatch, PATCH_RESOLVE_HOLDS_ONLY)
-    stock(stores, {"us-east": {"SKU-2": 1}, "ap-south": {"SKU-2": 5}})
-    order_id = await submit(api, order("us-east", [("SKU-2", 3)], token="tok_flaky"))
-    await until(client, order_id, lambda s: s.stage == Stage.AUTHORISING)
-    await cluster.stop("ap-south")
-    await api.post(f"/orders/{order_id}/cancel")
-    await until(client, order_id, lambda s: s.status == SagaStatus.NEEDS_ATTENTION)
+    _, order_id = await stuck_release(api, client, stores, cluster)
     resolved = await api.post(
         f"/orders/{order_id}/resolve", json={"resolved_by": "ops", "note": "released by hand"}
     )
